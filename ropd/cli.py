@@ -47,7 +47,9 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_models]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ropd", description="Rubric-based on-policy distillation: distill a teacher you can only talk to into a student you can train.")
+    parser = argparse.ArgumentParser(
+        prog="ropd", description="Rubric-based on-policy distillation: distill a teacher you can only talk to into a student you can train."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:
         add(sub)

@@ -44,7 +44,8 @@ class EndpointConfig(_Section):
         "unset, the alias table decides (API models read OPENAI_BASE_URL, local models get a server on loopback).",
     )
     api_key_env: str = Field(
-        default="OPENAI_API_KEY", description="Name of the environment variable holding the API key (the key itself never goes in a config)."
+        default="OPENAI_API_KEY",
+        description="Name of the environment variable holding the API key (the key itself never goes in a config).",
     )
     temperature: float = Field(default=1.0, ge=0.0, description="Sampling temperature.")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling probability mass.")
@@ -60,8 +61,12 @@ class EndpointConfig(_Section):
 class TeacherConfig(EndpointConfig):
     """The teacher whose answers are distilled."""
 
-    model: str = Field(default="gpt-4o", description="Teacher model: alias, Hub id, local path, or served name.", json_schema_extra=_flag("teacher"))
-    num_answers: int = Field(default=4, ge=1, description="Teacher answers fetched per prompt (k).", json_schema_extra=_flag("num-teacher-answers"))
+    model: str = Field(
+        default="gpt-4o", description="Teacher model: alias, Hub id, local path, or served name.", json_schema_extra=_flag("teacher")
+    )
+    num_answers: int = Field(
+        default=4, ge=1, description="Teacher answers fetched per prompt (k).", json_schema_extra=_flag("num-teacher-answers")
+    )
     offline_only: bool = Field(default=False, description="Refuse to fetch teacher answers missing from the cache at train time.")
 
 
@@ -69,7 +74,9 @@ class JudgeConfig(EndpointConfig):
     """The LLM that writes rubrics (rubricator) and checks answers against them (judge)."""
 
     model: str | None = Field(  # type: ignore[assignment]
-        default=None, description="Rubricator and judge model; unset, the teacher model (and its base URL) is used.", json_schema_extra=_flag("judge")
+        default=None,
+        description="Rubricator and judge model; unset, the teacher model (and its base URL) is used.",
+        json_schema_extra=_flag("judge"),
     )
     temperature: float = Field(default=0.0, ge=0.0, description="Sampling temperature for rubrics and verdicts.")
     max_tokens: int = Field(default=2048, ge=1, description="Maximum tokens per rubric or verdict completion.")
@@ -84,7 +91,9 @@ class JudgeConfig(EndpointConfig):
     rubric_refresh: Literal["step", "prompt"] | int = Field(
         default="step", description="When to induce a new rubric: every step (as published), once per prompt, or every N steps."
     )
-    chunk_size: int | None = Field(default=None, ge=1, description="Judge at most this many answers per call (unset: the whole group in one call).")
+    chunk_size: int | None = Field(
+        default=None, ge=1, description="Judge at most this many answers per call (unset: the whole group in one call)."
+    )
     score_teacher_answers: bool = Field(default=True, description="Judge the teacher answers too, for diagnostics only.")
 
     @model_validator(mode="after")
@@ -99,7 +108,9 @@ class JudgeConfig(EndpointConfig):
 class StudentConfig(_Section):
     """The model being trained."""
 
-    model: str = Field(default="smollm2-135m", description="Student model: alias, Hub id or local path.", json_schema_extra=_flag("student"))
+    model: str = Field(
+        default="smollm2-135m", description="Student model: alias, Hub id or local path.", json_schema_extra=_flag("student")
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Weights dtype: auto = bfloat16 on GPU, float32 on CPU."
     )
@@ -145,8 +156,12 @@ class TrainingConfig(_Section):
     logging_steps: int = Field(default=1, ge=1, description="Log metrics every N steps.")
     save_steps: int = Field(default=50, ge=1, description="Save a checkpoint every N steps.")
     save_total_limit: int | None = Field(default=3, ge=1, description="Keep at most this many checkpoints.")
-    use_vllm: Literal["auto", "on", "off"] = Field(default="auto", description="Generate with vLLM: auto = when installed and a GPU is present.")
-    vllm_mode: Literal["colocate", "server"] = Field(default="colocate", description="vLLM colocated with training, or a separate `trl vllm-serve`.")
+    use_vllm: Literal["auto", "on", "off"] = Field(
+        default="auto", description="Generate with vLLM: auto = when installed and a GPU is present."
+    )
+    vllm_mode: Literal["colocate", "server"] = Field(
+        default="colocate", description="vLLM colocated with training, or a separate `trl vllm-serve`."
+    )
     report_to: list[str] = Field(default_factory=list, description="Trackers passed to TRL (tensorboard, wandb, trackio).")
     gradient_checkpointing: bool = Field(default=False, description="Trade compute for memory in the student's backward pass.")
 
@@ -172,8 +187,14 @@ class MethodConfig(_Section):
 class OutputConfig(_Section):
     """Where results go."""
 
-    dir: str = Field(default="runs/default", description="Output directory: checkpoints, final model, metrics, resolved config.", json_schema_extra=_flag("output-dir"))
-    resume: bool = Field(default=False, description="Resume from the last checkpoint in the output directory.", json_schema_extra=_flag("resume"))
+    dir: str = Field(
+        default="runs/default",
+        description="Output directory: checkpoints, final model, metrics, resolved config.",
+        json_schema_extra=_flag("output-dir"),
+    )
+    resume: bool = Field(
+        default=False, description="Resume from the last checkpoint in the output directory.", json_schema_extra=_flag("resume")
+    )
     cache: str | None = Field(default=None, description="SQLite cache of API results (unset: <output dir>/cache.sqlite).")
 
 
@@ -187,7 +208,9 @@ class Price(_Section):
 class ModelAlias(_Section):
     """Where a short model name lives."""
 
-    kind: Literal["api", "hub", "packaged", "random"] = Field(description="api endpoint, Hub/local weights, a PyPI-packaged GGUF, or random weights from a config.")
+    kind: Literal["api", "hub", "packaged", "random"] = Field(
+        description="api endpoint, Hub/local weights, a PyPI-packaged GGUF, or random weights from a config."
+    )
     target: str = Field(description="API model name, Hub id or path, packaged model key, or base config for random weights.")
     base_url: str | None = Field(default=None, description="API base URL (api kind); unset, OPENAI_BASE_URL or the OpenAI API.")
     description: str = Field(default="", description="One line shown by `ropd models`.")

