@@ -1,0 +1,147 @@
+"""Prompt templates: one Jinja2 file per prompt, rendered into chat messages.
+
+A template defines a `user` block and, optionally, a `system` block; each block becomes one chat
+message (an empty system block sends no system message). Top-level `{% set %}` and macros are
+visible inside both blocks. Variables are strict: a template that names a variable its caller does
+not provide is refused when loaded, and one left out at render time is an error naming it.
+
+Answers are embedded between boundary lines that carry a per-call code derived from a hash of the
+whole prompt's content, so no answer can contain its own closing line (it would have to contain a
+hash of itself) and text inside an answer cannot pass for the next answer or for instructions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.meta
+import jinja2.nodes
+
+from ropd.config import PACKAGE_ROOT, ConfigError
+
+PROMPTS_DIR = PACKAGE_ROOT / "prompts"
+TEMPLATE_SUFFIX = ".jinja"
+
+RUBRIC_VARIABLES = frozenset(
+    {"question", "references", "students", "boundary", "extra_instructions", "min_criteria", "max_criteria", "min_points", "max_points"}
+)
+VERIFIER_VARIABLES = frozenset({"question", "criteria", "answers", "boundary", "num_answers", "num_criteria"})
+
+
+class TemplateError(ConfigError):
+    """A template that cannot be found, parsed or rendered; names the file and the variable."""
+
+
+@dataclass(frozen=True)
+class LabelledText:
+    """An answer as a template shows it: a label ("1", "A") and its text."""
+
+    label: str
+    text: str
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A loaded template; `hash` (of the file text) goes into cache keys."""
+
+    name: str
+    path: Path
+    text: str
+    hash: str
+    variables: frozenset[str]
+
+    def render(self, **variables: Any) -> list[dict[str, str]]:
+        """Chat messages from the `system` and `user` blocks, with every declared variable required."""
+        missing = sorted(self.variables - variables.keys())
+        if missing:
+            raise TemplateError(f"{self.path}: variable(s) {', '.join(repr(m) for m in missing)} not provided to the template")
+        template = _environment().from_string(self.text)
+        context = template.new_context(variables)
+        try:
+            for _ in template.root_render_func(context):  # runs top-level sets and macros into the context
+                pass
+            parts = {name: "".join(template.blocks[name](context)).strip() for name in ("system", "user") if name in template.blocks}
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(f"{self.path}: {exc}") from None
+        messages = [{"role": "system", "content": parts["system"]}] if parts.get("system") else []
+        return [*messages, {"role": "user", "content": parts["user"]}]
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
+
+
+def template_path(name_or_path: str) -> Path:
+    """A template file from a name in prompts/ ("verifier") or a path to a .jinja file."""
+    candidate = Path(name_or_path).expanduser()
+    if candidate.is_file():
+        return candidate
+    named = PROMPTS_DIR / f"{name_or_path}{TEMPLATE_SUFFIX}"
+    if named.is_file():
+        return named
+    available = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob(f"*{TEMPLATE_SUFFIX}")))
+    raise TemplateError(f"template '{name_or_path}' not found: neither a file nor a name in {PROMPTS_DIR} (available: {available})")
+
+
+def load_template(name_or_path: str, variables: Iterable[str]) -> PromptTemplate:
+    """Load and check a template against the variables its caller provides."""
+    path = template_path(name_or_path)
+    return _load(path.resolve(), path.stat().st_mtime_ns, frozenset(variables))
+
+
+@cache
+def _load(path: Path, _mtime_ns: int, variables: frozenset[str]) -> PromptTemplate:
+    text = path.read_text()
+    try:
+        parsed = _environment().parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"{path}, line {exc.lineno}: {exc.message}") from None
+    unknown = sorted(jinja2.meta.find_undeclared_variables(parsed) - _top_level_names(parsed) - variables)
+    if unknown:
+        raise TemplateError(
+            f"{path}: unknown variable(s) {', '.join(repr(u) for u in unknown)}; "
+            f"a template of this kind gets {', '.join(sorted(variables))}"
+        )
+    if "user" not in _environment().from_string(text).blocks:
+        raise TemplateError(f"{path}: the template has no {{% block user %}} (the user message)")
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return PromptTemplate(name=path.stem, path=path, text=text, hash=digest, variables=variables)
+
+
+def _top_level_names(parsed: jinja2.nodes.Template) -> set[str]:
+    """Names a template defines outside its blocks ({% set %}, macros): blocks see them, so they are not unknown."""
+    names = {node.name for node in parsed.body if isinstance(node, jinja2.nodes.Macro)}
+    for node in parsed.body:
+        if isinstance(node, jinja2.nodes.Assign | jinja2.nodes.AssignBlock):
+            targets = [node.target, *node.target.find_all(jinja2.nodes.Name)]
+            names.update(t.name for t in targets if isinstance(t, jinja2.nodes.Name))
+    return names
+
+
+def boundary_code(*texts: str, salt: str = "") -> str:
+    """A 16-hex code that occurs in none of `texts`: a hash of all of them (deterministic, so cacheable)."""
+    counter = 0
+    while True:
+        digest = hashlib.sha256()
+        for part in (salt, str(counter), *texts):
+            digest.update(hashlib.sha256(part.encode()).digest())
+        code = digest.hexdigest()[:16]
+        if not any(code in t for t in texts):
+            return code
+        counter += 1
+
+
+def final_text(completion: str) -> str:
+    """The answer part of a completion: text after the last `</think>`; empty when reasoning never closed."""
+    if "</think>" in completion:
+        return completion.rsplit("</think>", 1)[1].strip()
+    if completion.lstrip().startswith("<think>"):
+        return ""
+    return completion.strip()
