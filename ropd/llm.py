@@ -135,6 +135,12 @@ def retry_after_seconds(exc: BaseException | None) -> float | None:
     return None
 
 
+def estimate_tokens(request: dict[str, Any]) -> int:
+    """Tokens a request may use, counted before it is sent (as providers do): prompt characters / 4 plus max_tokens per choice."""
+    prompt_chars = sum(len(str(m.get("content") or "")) for m in request["messages"])
+    return prompt_chars // 4 + request["max_tokens"] * request.get("n", 1)
+
+
 @dataclass
 class _Spent:
     """What one or more requests cost."""
@@ -162,10 +168,18 @@ class _LoopState:
     token_rate: AsyncLimiter | None
 
 
-def _request_limiter(per_minute: float) -> AsyncLimiter:
-    """At most per_minute/60 requests in any second (at least one): providers enforce limits per second too."""
-    burst = max(1.0, per_minute / 60)
-    return AsyncLimiter(burst, burst * 60 / per_minute)
+def _per_second_limiter(per_minute: float) -> AsyncLimiter:
+    """A bucket holding one second's share of a per-minute limit (at least 1): providers enforce limits per second too."""
+    capacity = max(1.0, per_minute / 60)
+    return AsyncLimiter(capacity, capacity * 60 / per_minute)
+
+
+async def _acquire(limiter: AsyncLimiter, amount: float) -> None:
+    """Take `amount` from a bucket, in bucket-sized pieces when it is larger than the bucket."""
+    while amount > 0:
+        piece = min(amount, limiter.max_rate)
+        await limiter.acquire(piece)
+        amount -= piece
 
 
 # --- the client --------------------------------------------------------------------------------------
@@ -364,10 +378,16 @@ class LLMClient:
         if state is None:
             endpoint = self.endpoint
             state = _LoopState(
-                client=openai.AsyncOpenAI(api_key=self._api_key(), base_url=self.base_url, timeout=endpoint.timeout, max_retries=0),
+                client=openai.AsyncOpenAI(
+                    api_key=self._api_key(),
+                    base_url=self.base_url,
+                    timeout=endpoint.timeout,
+                    max_retries=0,
+                    http_client=openai.DefaultAsyncHttpxClient(),  # unlike the SDK's own, it schedules no close on a later loop
+                ),
                 slots=asyncio.Semaphore(endpoint.max_concurrency),
-                request_rate=_request_limiter(endpoint.requests_per_minute) if endpoint.requests_per_minute else None,
-                token_rate=AsyncLimiter(endpoint.tokens_per_minute, 60) if endpoint.tokens_per_minute else None,
+                request_rate=_per_second_limiter(endpoint.requests_per_minute) if endpoint.requests_per_minute else None,
+                token_rate=_per_second_limiter(endpoint.tokens_per_minute) if endpoint.tokens_per_minute else None,
             )
             self._states[loop] = state
         return state
@@ -429,8 +449,7 @@ class LLMClient:
             if state.request_rate is not None:
                 await state.request_rate.acquire()
             if state.token_rate is not None:
-                estimate = sum(len(m.get("content") or "") for m in request["messages"]) // 4 + request["max_tokens"] * request.get("n", 1)
-                await state.token_rate.acquire(min(estimate, state.token_rate.max_rate))
+                await _acquire(state.token_rate, estimate_tokens(request))
             started = time.monotonic()
             self.usage.requests += 1
             try:
@@ -457,7 +476,7 @@ class LLMClient:
         asked = retry_after_seconds(exc)
         if asked is not None:
             return min(asked, MAX_RETRY_AFTER)
-        return wait_exponential_jitter(initial=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial)(state)
+        return wait_exponential_jitter(multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial)(state)
 
     def _before_retry(self, state: RetryCallState) -> None:
         self.usage.retries += 1
