@@ -80,8 +80,16 @@ class JudgeConfig(EndpointConfig):
     )
     temperature: float = Field(default=0.0, ge=0.0, description="Sampling temperature for rubrics and verdicts.")
     max_tokens: int = Field(default=2048, ge=1, description="Maximum tokens per rubric or verdict completion.")
-    rubric_template: str = Field(default="rubricator", description="Rubric template: a name in prompts/ or a path to a .jinja file.")
-    verifier_template: str = Field(default="verifier", description="Judge template: a name in prompts/ or a path to a .jinja file.")
+    rubric_template: str = Field(
+        default="rubricator",
+        description="Rubric template: a name in prompts/ or a path to a .jinja file.",
+        json_schema_extra=_flag("rubric-template"),
+    )
+    verifier_template: str = Field(
+        default="verifier",
+        description="Judge template: a name in prompts/ or a path to a .jinja file.",
+        json_schema_extra=_flag("verifier-template"),
+    )
     extra_instructions: str | None = Field(default=None, description="Extra instructions appended to the rubricator prompt.")
     min_criteria: int = Field(default=4, ge=1, description="Fewest criteria a rubric may have.")
     max_criteria: int = Field(default=12, ge=1, description="Most criteria a rubric may have.")
@@ -380,6 +388,8 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
         for field, info in model.model_fields.items():  # type: ignore[union-attr]
             dotted = f"{section}.{field}"
             kwargs = _argparse_kwargs(info.annotation)
+            if kwargs.get("action") is None and "choices" not in kwargs:
+                kwargs["metavar"] = field.upper()
             default = info.get_default(call_default_factory=True)
             help_text = f"{info.description} (default: {default!r})"
             group.add_argument(flag_for(dotted), dest=dotted, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"), **kwargs)

@@ -1,0 +1,305 @@
+"""`ropd train`: build a TRL trainer from a RunConfig and run it.
+
+One path for every method:
+  ropd  GRPOTrainer with the rubric reward (teacher text only)
+  grpo  GRPOTrainer with an outcome reward (reference answers)
+  opd   per-token reverse KL to a white-box teacher (ropd.opd)
+  sod   step-weighted teacher signal on top of a sequence advantage (ropd.opd)
+
+Local teachers and judges (packaged models, paths, Hub ids) are served on loopback for the
+duration of the run; API models are called where they live.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from transformers import TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+
+from ropd.config import RunConfig, dump_config
+from ropd.data import load_prompts, to_dataset
+from ropd.models import is_local, load_model, load_tokenizer, pick_dtype
+
+console = Console(stderr=True)
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or cannot go on; the message says why."""
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+def use_vllm(setting: str) -> bool:
+    """vLLM generation: 'on', 'off', or 'auto' (when installed and a GPU is present)."""
+    if setting != "auto":
+        return setting == "on"
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+
+
+def grpo_args(config: RunConfig) -> GRPOConfig:
+    """Map the run config onto TRL's GRPOConfig (one optimizer step = prompts_per_step groups)."""
+    import torch
+
+    t = config.training
+    on_gpu = torch.cuda.is_available()
+    completions_per_step = t.prompts_per_step * t.num_generations
+    micro_batch = t.per_device_train_batch_size or completions_per_step
+    if completions_per_step % micro_batch or micro_batch % t.num_generations and micro_batch > t.num_generations:
+        raise TrainingError(
+            f"per_device_train_batch_size ({micro_batch}) must divide prompts_per_step * num_generations ({completions_per_step})"
+        )
+    bf16 = on_gpu and pick_dtype(config.student.dtype) == torch.bfloat16
+    return GRPOConfig(
+        output_dir=config.output.dir,
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type="constant",
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        per_device_train_batch_size=micro_batch,
+        gradient_accumulation_steps=completions_per_step // micro_batch,
+        num_generations=t.num_generations,
+        max_completion_length=t.max_completion_length,
+        temperature=t.temperature,
+        top_p=t.top_p,
+        epsilon=t.epsilon,
+        epsilon_high=t.epsilon_high,
+        beta=t.beta,
+        loss_type=t.loss_type,
+        scale_rewards=t.scale_rewards,
+        seed=t.seed,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        report_to=t.report_to or "none",
+        gradient_checkpointing=t.gradient_checkpointing,
+        use_vllm=use_vllm(t.use_vllm),
+        vllm_mode=t.vllm_mode,
+        use_cpu=not on_gpu,
+        bf16=bf16,
+        fp16=False,
+        log_completions=False,
+        disable_tqdm=False,
+    )
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    """The checkpoint-N folder with the largest N, if any."""
+    found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.name.removeprefix(CHECKPOINT_PREFIX).isdigit()]
+    return max(found, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)), default=None)
+
+
+# --- the trainer ----------------------------------------------------------------------------------
+
+
+class TimedGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer that times each phase of a step into its metrics: sample, reward, update."""
+
+    def _generate(self, prompts: list):
+        start = time.perf_counter()
+        try:
+            return super()._generate(prompts)
+        finally:
+            self._metrics["train"]["time/sample"].append(time.perf_counter() - start)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        start = time.perf_counter()
+        try:
+            return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        finally:
+            self._metrics["train"]["time/reward"].append(time.perf_counter() - start)
+
+
+class StepLog(TrainerCallback):
+    """Writes every log to metrics.jsonl and prints a one-line summary per step on stderr."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
+        if not logs or not state.is_world_process_zero:
+            return
+        logs = dict(logs)
+        if "step_time" in logs:
+            spent = sum(logs.get(k) or 0.0 for k in ("time/sample", "time/reward"))
+            logs["time/update"] = max(0.0, logs["step_time"] - spent)
+        record = {"step": state.global_step, **{k: v for k, v in logs.items() if _finite(v)}}
+        with self.path.open("a") as sink:
+            sink.write(json.dumps(record) + "\n")
+        if "loss" in logs or "reward" in logs:
+            console.print(step_summary(record), highlight=False)
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def step_summary(record: dict[str, Any]) -> str:
+    """One line: reward, failed groups, phase times, tokens and cost by role."""
+    parts = [f"step {record['step']}"]
+    if (reward := record.get("reward")) is not None:
+        parts.append(f"reward {reward:.3f}")
+    if (failed := record.get("rubric/group_failure_rate")) is not None:
+        parts.append(f"failed groups {failed:.0%}")
+    times = [
+        f"{name} {record[f'time/{name}']:.1f}s" for name in ("sample", "teacher", "rubric", "judge", "update") if f"time/{name}" in record
+    ]
+    if times:
+        parts.append("time " + " ".join(times))
+    for role in ("teacher", "rubricator", "judge"):
+        tokens = record.get(f"{role}/tokens")
+        if tokens:
+            parts.append(f"{role} {int(tokens)} tok ${record.get(f'{role}/cost_usd', 0.0):.4f}")
+    return " | ".join(parts)
+
+
+# --- reward functions -----------------------------------------------------------------------------
+
+
+def _serve_local_models(config: RunConfig, stack: ExitStack) -> RunConfig:
+    """Start a loopback server for each local teacher/judge without a base URL; return the config pointing at them."""
+    from ropd.serve import local_server
+
+    config = config.model_copy(deep=True)
+    served: dict[str, str] = {}
+    needs_teacher_text = config.method.name == "ropd" or (config.method.name == "sod" and config.method.sequence_reward == "rubric")
+    if not needs_teacher_text:
+        return config
+
+    def url_for(model: str) -> str:
+        if model not in served:
+            console.print(f"starting a local OpenAI-compatible server for {model} ...")
+            served[model] = stack.enter_context(
+                local_server(model, models=config.models, log_path=Path(config.output.dir) / f"serve-{model}.log")
+            )
+        return served[model]
+
+    if config.teacher.base_url is None and is_local(config.teacher.model, config.models):
+        config.teacher.base_url = url_for(config.teacher.model)
+        config.teacher.api_key_env = "ROPD_LOCAL_KEY"
+    judge_model = config.judge.model
+    if judge_model is not None and config.judge.base_url is None and is_local(judge_model, config.models):
+        config.judge.base_url = url_for(judge_model)
+        config.judge.api_key_env = "ROPD_LOCAL_KEY"
+    return config
+
+
+def reward_functions(config: RunConfig, prompts, cache) -> list:
+    """The reward functions of a method: rubric reward, outcome reward, or none (pure OPD)."""
+    from ropd.eval import outcome_reward
+
+    method = config.method
+    if method.name == "grpo" or (method.name == "sod" and method.sequence_reward == "outcome"):
+        if not all(p.answer for p in prompts):
+            raise TrainingError(f"method '{method.name}' with an outcome reward needs a reference `answer` in every prompt row")
+        return [outcome_reward]
+    if method.name == "opd":
+        return []
+    from ropd.reward import build_rubric_reward
+
+    return [build_rubric_reward(config, {p.id: p for p in prompts}, cache)]
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+def prepare_output_dir(config: RunConfig) -> tuple[Path, Path | None]:
+    """Create the output directory; find the checkpoint to resume from, refusing to overwrite a run."""
+    out = Path(config.output.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = last_checkpoint(out)
+    if checkpoint is not None and not config.output.resume:
+        raise TrainingError(f"{out} already holds {checkpoint.name}; pass --resume to continue that run or choose another --output-dir")
+    if config.output.resume and checkpoint is None:
+        console.print(f"--resume: no checkpoint in {out} yet, starting from step 0")
+    return out, checkpoint
+
+
+def train(config: RunConfig) -> Path:
+    """Run one training job; return the folder of the final model."""
+    from ropd.cache import ResultCache
+
+    out, checkpoint = prepare_output_dir(config)
+    (out / "config.yaml").write_text(dump_config(config))
+    prompts = load_prompts(config.data.dataset, config.data.split, config.data.max_prompts, config.data.system_prompt)
+    if len(prompts) < config.training.prompts_per_step:
+        raise TrainingError(f"{config.data.dataset} has {len(prompts)} prompts; prompts_per_step is {config.training.prompts_per_step}")
+    cache = ResultCache(config.output.cache or out / "cache.sqlite")
+    started = time.perf_counter()
+    tokenizer = load_tokenizer(config.student.model, config.models)
+    teacher = white_box_teacher(config, tokenizer) if config.method.name in ("opd", "sod") else None
+    with ExitStack() as stack:
+        live = _serve_local_models(config, stack)
+        model = load_model(live.student.model, live.student.dtype, live.models)
+        rewards = reward_functions(live, prompts, cache)
+        trainer = build_trainer(live, model, tokenizer, to_dataset(prompts), rewards, teacher)
+        trainer.add_callback(StepLog(out / "metrics.jsonl"))
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        final = out / "final"
+        trainer.save_model(str(final))
+        tokenizer.save_pretrained(str(final))
+    print_run_summary(rewards, time.perf_counter() - started, final)
+    return final
+
+
+def white_box_teacher(config: RunConfig, student_tokenizer):
+    """Load the teacher's weights for opd/sod after checking it shares the student's vocabulary."""
+    from ropd.opd import check_same_vocabulary
+
+    name = config.teacher.model
+    if not is_local(name, config.models) or config.teacher.base_url:
+        raise TrainingError(
+            f"--method {config.method.name} reads the teacher's log-probabilities, so it needs a local teacher "
+            f"(alias, path or Hub id), not the endpoint '{name}'. Use --method ropd, which needs only the teacher's text."
+        )
+    check_same_vocabulary(student_tokenizer, load_tokenizer(name, config.models), name)
+    return load_model(name, config.student.dtype, config.models)
+
+
+def build_trainer(config: RunConfig, model, tokenizer, dataset, rewards: list, teacher=None):
+    """GRPOTrainer for ropd/grpo, the white-box trainer for opd/sod."""
+    args = grpo_args(config)
+    if teacher is not None:
+        from ropd.opd import build_white_box_trainer
+
+        return build_white_box_trainer(
+            config.method.name,
+            model=model,
+            teacher_model=teacher,
+            processing_class=tokenizer,
+            args=args,
+            train_dataset=dataset,
+            reward_funcs=rewards,
+            method_config=config.method,
+        )
+    return TimedGRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset, processing_class=tokenizer)
+
+
+def print_run_summary(rewards: list, seconds: float, final: Path) -> None:
+    """Cost and cache summary at the end of a run."""
+    console.print(f"done in {seconds / 60:.1f} min; final model in {final}")
+    for reward in rewards:
+        usage = getattr(reward, "usage_by_role", None)
+        if usage is None:
+            continue
+        for role, u in usage().items():
+            console.print(
+                f"  {role:<10} {u.requests} requests ({u.cache_hits} cached, {u.retries} retries, {u.failures} failed), "
+                f"{u.prompt_tokens + u.completion_tokens} tokens, ${u.cost_usd:.4f}",
+                highlight=False,
+            )
