@@ -58,7 +58,7 @@ def grpo_args(config: RunConfig) -> GRPOConfig:
     on_gpu = torch.cuda.is_available()
     completions_per_step = t.prompts_per_step * t.num_generations
     micro_batch = t.per_device_train_batch_size or completions_per_step
-    if completions_per_step % micro_batch or micro_batch % t.num_generations and micro_batch > t.num_generations:
+    if completions_per_step % micro_batch or (micro_batch % t.num_generations and micro_batch > t.num_generations):
         raise TrainingError(
             f"per_device_train_batch_size ({micro_batch}) must divide prompts_per_step * num_generations ({completions_per_step})"
         )
