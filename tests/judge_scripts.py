@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
+
+from ropd.config import EndpointConfig
+from ropd.llm import LLMClient
 
 BOUNDARY = re.compile(r"<<<BEGIN QUESTION ([0-9a-f]{16})>>>")
 
@@ -65,3 +69,24 @@ def judge_reply(body: dict[str, Any], decide: Callable[[str, str], bool], **extr
 def contains_rule(answer: str, criterion: str) -> bool:
     """A criterion 'mentions X' is met when the answer contains X."""
     return criterion.removeprefix("mentions ").strip() in answer
+
+
+def sequence(*replies: Any) -> Callable[[dict[str, Any]], Any]:
+    """A handler giving the replies in order, then repeating the last one."""
+    queue = list(replies)
+    lock = threading.Lock()
+
+    def handler(body: dict[str, Any]) -> Any:
+        with lock:
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    return handler
+
+
+def scripted_client(server: Any, role: str, cache: Any = None, max_reasks: int = 2, **endpoint: Any) -> LLMClient:
+    """An LLMClient (real openai client, real HTTP) for a ScriptedServer, with quick retries."""
+    settings = {"model": "scripted-judge", "base_url": server.base_url, "timeout": 10.0, "max_retries": 1, **endpoint}
+    client = LLMClient(EndpointConfig(**settings), role=role, cache=cache, max_reasks=max_reasks)
+    client.backoff_initial = 0.01
+    client.backoff_max = 0.05
+    return client

@@ -1,0 +1,156 @@
+"""Rubric induction: an LLM writes a prompt-specific rubric by contrasting teacher and student answers.
+
+`induce_rubric` renders the rubricator template, asks for JSON matching `Rubric` under a JSON schema
+built from the configured bounds, and has the client re-ask when the reply breaks them (duplicate
+ids, too few or too many criteria, points out of range, repeated criteria). `RubricStore` decides
+when a prompt's rubric is reused instead of induced again.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ropd.config import JudgeConfig
+from ropd.prompts import RUBRIC_VARIABLES, LabelledText, boundary_code, final_text, load_template
+from ropd.types import Rubric
+
+if TYPE_CHECKING:
+    from ropd.llm import LLMClient
+
+CRITERION_MAX_CHARS = 400
+
+
+class RubricRequest(BaseModel):
+    """The input file of `ropd rubric`."""
+
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(min_length=1)
+    teacher_answers: list[str] = Field(min_length=1)
+    student_answers: list[str]
+
+
+def rubric_schema(cfg: JudgeConfig) -> dict[str, Any]:
+    """The JSON schema sent to the rubricator: the `Rubric` contract with the configured bounds."""
+    criterion = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "minLength": 1, "maxLength": 16},
+            "category": {"type": "string", "maxLength": 32},
+            "text": {"type": "string", "minLength": 1, "maxLength": CRITERION_MAX_CHARS},
+            "points": {"type": "integer", "minimum": cfg.min_points, "maximum": cfg.max_points},
+        },
+        "required": ["id", "category", "text", "points"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {"criteria": {"type": "array", "items": criterion, "minItems": cfg.min_criteria, "maxItems": cfg.max_criteria}},
+        "required": ["criteria"],
+        "additionalProperties": False,
+    }
+
+
+def check_rubric(rubric: Rubric, cfg: JudgeConfig) -> None:
+    """Raise ValueError (the client re-asks with this message) when a parsed rubric is unusable."""
+    rubric.check_bounds(cfg.min_criteria, cfg.max_criteria, cfg.min_points, cfg.max_points)
+    if rubric.total_points <= 0:
+        raise ValueError("the criteria carry 0 points in total; at least one criterion needs positive points")
+    seen: dict[str, str] = {}
+    for c in rubric.criteria:
+        key = " ".join(c.text.lower().split())
+        if key in seen:
+            raise ValueError(f"criteria {seen[key]} and {c.id} have the same text; every criterion must check something different")
+        seen[key] = c.id
+
+
+def reference_labels(n: int) -> list[str]:
+    """A, B, C, ... then A2, B2, ... for more than 26 references."""
+    letters = string.ascii_uppercase
+    return [letters[i % 26] + (str(i // 26 + 1) if i >= 26 else "") for i in range(n)]
+
+
+def rubric_messages(question: str, teacher_answers: list[str], student_answers: list[str], cfg: JudgeConfig) -> tuple[list[dict], str]:
+    """The rubricator's chat messages and the template hash (for the cache key)."""
+    template = load_template(cfg.rubric_template, RUBRIC_VARIABLES)
+    references = [
+        LabelledText(label, final_text(t)) for label, t in zip(reference_labels(len(teacher_answers)), teacher_answers, strict=True)
+    ]
+    students = [LabelledText(str(i), final_text(s)) for i, s in enumerate(student_answers, start=1)]
+    boundary = boundary_code(question, *(r.text for r in references), *(s.text for s in students), salt="rubric")
+    messages = template.render(
+        question=question,
+        references=references,
+        students=students,
+        boundary=boundary,
+        extra_instructions=cfg.extra_instructions or "",
+        min_criteria=cfg.min_criteria,
+        max_criteria=cfg.max_criteria,
+        min_points=cfg.min_points,
+        max_points=cfg.max_points,
+    )
+    return messages, template.hash
+
+
+async def induce_rubric(
+    client: LLMClient, question: str, teacher_answers: list[str], student_answers: list[str], cfg: JudgeConfig
+) -> Rubric:
+    """Ask the rubricator for a rubric; raises LLMError when no valid rubric came after the re-asks."""
+    if not teacher_answers:
+        raise ValueError("induce_rubric needs at least one teacher answer")
+    messages, template_hash = rubric_messages(question, teacher_answers, student_answers, cfg)
+    bounds = [cfg.min_criteria, cfg.max_criteria, cfg.min_points, cfg.max_points]
+    return await client.chat_json(
+        messages,
+        Rubric,
+        json_schema=rubric_schema(cfg),
+        check=lambda rubric: check_rubric(rubric, cfg),
+        key_extra={"kind": "rubric", "template": template_hash, "bounds": bounds},
+    )
+
+
+def refresh_interval(refresh: str | int) -> int | None:
+    """Steps a rubric stays in use: 1 for "step", None (forever) for "prompt", N for an int."""
+    if refresh == "step":
+        return 1
+    if refresh == "prompt":
+        return None
+    if isinstance(refresh, int) and not isinstance(refresh, bool) and refresh >= 1:
+        return refresh
+    raise ValueError(f"rubric_refresh must be 'step', 'prompt' or a positive integer, got {refresh!r}")
+
+
+@dataclass
+class _Stored:
+    rubric: Rubric
+    step: int
+
+
+class RubricStore:
+    """Keeps each prompt's latest rubric and says whether it may be reused at a given step.
+
+    "step": a new rubric every step (as published); "prompt": one rubric per prompt for the whole
+    run; N: a new rubric every N steps (reused while step - step_induced < N).
+    """
+
+    def __init__(self, refresh: str | int = "step"):
+        self.interval = refresh_interval(refresh)
+        self._rubrics: dict[str, _Stored] = {}
+
+    def get(self, prompt_id: str, step: int) -> Rubric | None:
+        """The rubric to reuse for this prompt at this step, or None when a new one is due."""
+        stored = self._rubrics.get(prompt_id)
+        if stored is None or step < stored.step:
+            return None
+        if self.interval is None or step - stored.step < self.interval:
+            return stored.rubric
+        return None
+
+    def put(self, prompt_id: str, step: int, rubric: Rubric) -> None:
+        self._rubrics[prompt_id] = _Stored(rubric, step)
+
+    def __len__(self) -> int:
+        return len(self._rubrics)
