@@ -173,22 +173,26 @@ class ResultCache:
 
     def _check_schema(self) -> None:
         try:
-            tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if "meta" not in tables or "results" not in tables:
-                raise self._problem(f"is a SQLite database but not a ropd cache (tables: {', '.join(sorted(tables)) or 'none'})")
-            meta = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
-            if meta.get("application") != APPLICATION:
-                raise self._problem("is a SQLite database but not a ropd cache")
-            if meta.get("schema_version") != str(SCHEMA_VERSION):
-                raise self._problem(f"has schema version {meta.get('schema_version')}; this ropd reads version {SCHEMA_VERSION}")
-            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise self._problem(f"is corrupted (SQLite quick_check: {check})")
+            self._verify_schema()
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise self._problem(f"is corrupted ({exc})") from None
         except CacheError:
             self._db.close()
             raise
+
+    def _verify_schema(self) -> None:
+        tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" not in tables or "results" not in tables:
+            raise self._problem(f"is a SQLite database but not a ropd cache (tables: {', '.join(sorted(tables)) or 'none'})")
+        meta = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
+        if meta.get("application") != APPLICATION:
+            raise self._problem("is a SQLite database but not a ropd cache")
+        if meta.get("schema_version") != str(SCHEMA_VERSION):
+            raise self._problem(f"has schema version {meta.get('schema_version')}; this ropd reads version {SCHEMA_VERSION}")
+        check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise self._problem(f"is corrupted (SQLite quick_check: {check})")
 
     def _run(self, action):
         with self._lock:

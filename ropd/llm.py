@@ -28,13 +28,13 @@ from typing import Any, TypeVar
 
 import openai
 from aiolimiter import AsyncLimiter
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from ropd.cache import ResultCache
-from ropd.config import PACKAGE_ROOT, EndpointConfig, ModelAlias, Price, redact_url
+from ropd.config import EndpointConfig, ModelAlias, Price, redact_url
 from ropd.models import ModelError, resolve_model
+from ropd.prompts import load_template
 from ropd.types import Usage
 
 T = TypeVar("T", bound=BaseModel)
@@ -46,7 +46,7 @@ PLACEHOLDER_KEY = "EMPTY"
 RETRY_STATUS = {408, 409, 429}
 JSON_MODES = ("json_schema", "json_object", "text")
 MAX_RETRY_AFTER = 600.0
-TEMPLATES = Environment(loader=FileSystemLoader(PACKAGE_ROOT / "prompts"), undefined=StrictUndefined, keep_trailing_newline=True)
+REASK_TEMPLATE = "reask"
 
 
 class LLMError(RuntimeError):
@@ -340,8 +340,8 @@ class LLMClient:
             except ValueError as exc:
                 error = describe_error(exc)
                 log.info("%s: output failed validation (%s); re-asking", self.role, self._scrub(error))
-                reask = TEMPLATES.get_template("reask.jinja").render(error=error, schema=json.dumps(json_schema))
-                conversation = [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": reask}]
+                reask = load_template(REASK_TEMPLATE, {"error", "schema"}).render(error=error, schema=json.dumps(json_schema))
+                conversation = [*messages, {"role": "assistant", "content": text}, *reask]
         raise LLMError(self._scrub(f"{self.role} ({self.model}) gave no valid {schema.__name__} after {self.max_reasks} re-asks: {error}"))
 
     async def _json_request(self, messages: list[dict], json_schema: dict, name: str) -> tuple[str, _Spent]:

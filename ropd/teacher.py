@@ -1,0 +1,187 @@
+"""Teacher answers: k per prompt, fetched once and kept in the result cache for good.
+
+Each answer is cached the moment it arrives, keyed by the prompt id, a hash of its chat messages,
+the teacher's fingerprint (model, redacted base URL, sampling parameters, max tokens) plus the
+prompt-template version, and the sample index. An interrupted fetch therefore resumes where it
+stopped, and a changed teacher setting never reuses answers made under another. With
+`offline_only`, a missing answer is an error instead of a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ropd.cache import ResultCache
+from ropd.config import RunConfig
+from ropd.llm import LLMClient, LLMError
+from ropd.models import ModelError, is_local
+from ropd.types import PromptRow
+
+# How a prompt row becomes the teacher's messages; bump it when that changes so old answers are not reused.
+TEACHER_TEMPLATE_VERSION = "chat-messages-v1"
+ROLE = "teacher"
+UNSERVED = "http://127.0.0.1:9/v1"  # stands in for a local teacher's server when offline_only forbids calling it
+
+
+class TeacherError(RuntimeError):
+    """Teacher answers that could not be had: missing in offline mode, or failed requests."""
+
+
+def cache_path(config: RunConfig) -> Path:
+    """The run's result cache: output.cache, else <output dir>/cache.sqlite."""
+    return Path(config.output.cache) if config.output.cache else Path(config.output.dir) / "cache.sqlite"
+
+
+class TeacherPool:
+    """k teacher answers per prompt, from the cache or the teacher's endpoint."""
+
+    def __init__(self, client: LLMClient, num_answers: int, *, offline_only: bool = False):
+        self.client = client
+        self.num_answers = num_answers
+        self.offline_only = offline_only
+
+    @property
+    def usage(self):
+        return self.client.usage
+
+    def _request(self, row: PromptRow) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        messages = [m.model_dump() for m in row.prompt]
+        return messages, {"prompt_id": row.id, "template": TEACHER_TEMPLATE_VERSION}
+
+    def cached(self, row: PromptRow) -> list[str | None]:
+        """The row's answers held in the cache, None where missing."""
+        messages, key_extra = self._request(row)
+        return self.client.lookup_chat(messages, n=self.num_answers, key_extra=key_extra)
+
+    def count_missing(self, rows: list[PromptRow]) -> int:
+        """How many answers for `rows` are not in the cache yet."""
+        return sum(answer is None for row in rows for answer in self.cached(row))
+
+    async def answers(self, row: PromptRow) -> list[str]:
+        """The k answers to `row`: cached ones, plus fetched ones unless offline_only (then missing ones are an error)."""
+        if self.offline_only:
+            found = self.cached(row)
+            missing = sum(a is None for a in found)
+            if missing:
+                raise TeacherError(self._missing_message(missing, f"prompt '{row.id}'"))
+            self.client.usage.cache_hits += len(found)
+            return [a or "" for a in found]
+        messages, key_extra = self._request(row)
+        return await self.client.chat(messages, n=self.num_answers, key_extra=key_extra)
+
+    async def fetch_all(self, rows: list[PromptRow], progress: bool = True) -> dict[str, list[str]]:
+        """Answers for every row (id -> answers); fails only after every other prompt has been fetched and cached."""
+        if self.offline_only and (missing := self.count_missing(rows)):
+            raise TeacherError(self._missing_message(missing, f"the {len(rows)} prompts"))
+        columns = (TextColumn("teacher answers"), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False) as bar:
+            task = bar.add_task("teacher", total=len(rows))
+
+            async def one(row: PromptRow) -> list[str]:
+                try:
+                    return await self.answers(row)
+                finally:
+                    bar.advance(task)
+
+            results = await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
+        failed = [(row.id, r) for row, r in zip(rows, results, strict=True) if isinstance(r, BaseException)]
+        for _, error in failed:
+            if not isinstance(error, (LLMError, TeacherError)):
+                raise error
+        if failed:
+            first_id, first_error = failed[0]
+            raise TeacherError(
+                f"{len(failed)} of {len(rows)} prompts got no teacher answers (first: prompt '{first_id}': {first_error}); "
+                f"the answers that did arrive are cached, so rerunning fetches only the rest"
+            )
+        return {row.id: r for row, r in zip(rows, results, strict=True)}  # type: ignore[misc]
+
+    def _missing_message(self, missing: int, scope: str) -> str:
+        where = self.client.cache.path if self.client.cache is not None else "(no cache)"
+        return (
+            f"{missing} teacher answer(s) for {scope} are not in the cache {where}, and teacher.offline_only is set; "
+            f"fill the cache first with `ropd teach` (same dataset, teacher and sampling settings), or unset offline_only"
+        )
+
+
+def build_teacher_pool(config: RunConfig, cache: ResultCache, *, local_base_url: str | None = None) -> TeacherPool:
+    """The run's teacher pool. A local teacher needs `local_base_url`, where it is being served (see `open_teacher_pool`);
+    that URL changes between runs, so cache keys name the model instead."""
+    endpoint, identity = config.teacher, None
+    if needs_local_server(config):
+        if local_base_url is None and not config.teacher.offline_only:
+            raise ModelError(
+                f"the teacher '{config.teacher.model}' is a local model: serve it (open_teacher_pool does) or pass --teacher-base-url"
+            )
+        endpoint = endpoint.model_copy(update={"base_url": local_base_url or UNSERVED})
+        identity = f"local:{config.teacher.model}"
+    client = LLMClient(endpoint, role=ROLE, cache=cache, prices=config.prices, aliases=config.models, identity=identity)
+    return TeacherPool(client, config.teacher.num_answers, offline_only=config.teacher.offline_only)
+
+
+def needs_local_server(config: RunConfig) -> bool:
+    """True when the teacher is a local model and no base URL serves it."""
+    return not config.teacher.base_url and is_local(config.teacher.model, config.models)
+
+
+@contextlib.contextmanager
+def open_teacher_pool(config: RunConfig, cache: ResultCache) -> Iterator[TeacherPool]:
+    """A teacher pool, serving a local teacher on loopback for the duration when it needs a server (not when offline_only)."""
+    if not needs_local_server(config) or config.teacher.offline_only:
+        yield build_teacher_pool(config, cache)
+        return
+    try:
+        from ropd.serve import local_server
+    except ImportError as exc:
+        raise ModelError(
+            f"the teacher '{config.teacher.model}' is a local model and needs a server, but ropd.serve cannot be used ({exc}); "
+            f"serve it yourself and pass --teacher-base-url"
+        ) from None
+    with local_server(config.teacher.model, models=config.models) as base_url:
+        yield build_teacher_pool(config, cache, local_base_url=base_url)
+
+
+async def _fetch_and_close(pool: TeacherPool, rows: list[PromptRow], progress: bool) -> None:
+    try:
+        await pool.fetch_all(rows, progress=progress)
+    finally:
+        await pool.client.aclose()
+
+
+def teach(config: RunConfig, progress: bool = True) -> dict[str, Any]:
+    """Fetch every missing teacher answer for the configured dataset; return a summary (what `ropd teach` prints)."""
+    from ropd.data import load_prompts
+
+    rows = load_prompts(config.data.dataset, config.data.split, config.data.max_prompts, config.data.system_prompt)
+    with ResultCache(cache_path(config)) as cache, open_teacher_pool(config, cache) as pool:
+        error: TeacherError | None = None
+        try:
+            asyncio.run(_fetch_and_close(pool, rows, progress))
+        except TeacherError as exc:
+            error = exc
+        usage, missing = pool.usage, pool.count_missing(rows)
+        summary = {
+            "prompts": len(rows),
+            "answers_per_prompt": pool.num_answers,
+            "answers_fetched": len(rows) * pool.num_answers - usage.cache_hits - missing,
+            "cache_hits": usage.cache_hits,
+            "missing": missing,
+            "requests": usage.requests,
+            "retries": usage.retries,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "cost_usd": round(usage.cost_usd, 6),
+            "seconds": round(usage.seconds, 3),
+            "teacher": pool.client.model,
+            "cache": str(cache.path),
+        }
+        if error is not None:
+            summary["error"] = str(error)
+    return summary
