@@ -290,7 +290,7 @@ class LLMClient:
     async def _fill(self, messages: list[dict], keys: list[str], texts: list[str | None], missing: list[int]) -> None:
         """Fetch the missing samples: one request with `n` where the server honours it, else one request each."""
         if len(missing) > 1 and self._n_honoured is not False:
-            response, spent = await self._create(messages, n=len(missing))
+            response, spent = await self._create(messages, n=len(missing), seed=self._sample_seed(missing[0]))
             choices = [c.message.content or "" for c in response.choices]
             self._n_honoured = len(choices) >= len(missing)
             if not self._n_honoured:
@@ -301,9 +301,12 @@ class LLMClient:
         await asyncio.gather(*(self._fetch_sample(messages, keys, texts, i) for i in missing))
 
     async def _fetch_sample(self, messages: list[dict], keys: list[str], texts: list[str | None], index: int) -> None:
-        seed = None if self.endpoint.seed is None else self.endpoint.seed + index
-        response, spent = await self._create(messages, n=1, seed=seed)
+        response, spent = await self._create(messages, n=1, seed=self._sample_seed(index))
         self._store_sample(keys[index], texts, index, response.choices[0].message.content or "", spent.share(1))
+
+    def _sample_seed(self, index: int) -> int | None:
+        """Sample i is drawn with seed + i, so separately requested samples differ and each has its own seed."""
+        return None if self.endpoint.seed is None else self.endpoint.seed + index
 
     def _store_sample(self, key: str, texts: list[str | None], index: int, text: str, usage: dict) -> None:
         texts[index] = text
