@@ -112,14 +112,18 @@ class TeacherPool:
 
 
 def build_teacher_pool(config: RunConfig, cache: ResultCache, *, local_base_url: str | None = None) -> TeacherPool:
-    """The run's teacher pool. A local teacher needs `local_base_url`, where it is being served (see `open_teacher_pool`);
-    that URL changes between runs, so cache keys name the model instead."""
+    """The run's teacher pool. A local teacher needs `local_base_url`, where it is being served (see `open_teacher_pool`),
+    unless offline_only; that URL changes between runs, so cache keys name the model instead."""
+    if needs_local_server(config) and local_base_url is None and not config.teacher.offline_only:
+        raise ModelError(
+            f"the teacher '{config.teacher.model}' is a local model: serve it (open_teacher_pool does) or pass --teacher-base-url"
+        )
+    return _pool(config, cache, local_base_url)
+
+
+def _pool(config: RunConfig, cache: ResultCache, local_base_url: str | None) -> TeacherPool:
     endpoint, identity = config.teacher, None
     if needs_local_server(config):
-        if local_base_url is None and not config.teacher.offline_only:
-            raise ModelError(
-                f"the teacher '{config.teacher.model}' is a local model: serve it (open_teacher_pool does) or pass --teacher-base-url"
-            )
         endpoint = endpoint.model_copy(update={"base_url": local_base_url or UNSERVED})
         identity = f"local:{config.teacher.model}"
     client = LLMClient(endpoint, role=ROLE, cache=cache, prices=config.prices, aliases=config.models, identity=identity)
@@ -132,9 +136,17 @@ def needs_local_server(config: RunConfig) -> bool:
 
 
 @contextlib.contextmanager
-def open_teacher_pool(config: RunConfig, cache: ResultCache) -> Iterator[TeacherPool]:
-    """A teacher pool, serving a local teacher on loopback for the duration when it needs a server (not when offline_only)."""
-    if not needs_local_server(config) or config.teacher.offline_only:
+def open_teacher_pool(config: RunConfig, cache: ResultCache, rows: list[PromptRow] | None = None) -> Iterator[TeacherPool]:
+    """A teacher pool that serves a local teacher on loopback for the duration, when it needs a server.
+
+    No server is started when offline_only is set, or when `rows` are given and all their answers are cached.
+    """
+    if needs_local_server(config):
+        unserved = _pool(config, cache, None)
+        if config.teacher.offline_only or (rows is not None and unserved.count_missing(rows) == 0):
+            yield unserved
+            return
+    else:
         yield build_teacher_pool(config, cache)
         return
     try:
@@ -160,7 +172,7 @@ def teach(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     from ropd.data import load_prompts
 
     rows = load_prompts(config.data.dataset, config.data.split, config.data.max_prompts, config.data.system_prompt)
-    with ResultCache(cache_path(config)) as cache, open_teacher_pool(config, cache) as pool:
+    with ResultCache(cache_path(config)) as cache, open_teacher_pool(config, cache, rows) as pool:
         error: TeacherError | None = None
         try:
             asyncio.run(_fetch_and_close(pool, rows, progress))

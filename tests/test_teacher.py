@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from scripted_server import Reply, ScriptedServer
 from ropd.cache import ResultCache
 from ropd.config import load_config
 from ropd.models import ModelError
-from ropd.teacher import TeacherError, build_teacher_pool, cache_path
+from ropd.teacher import TeacherError, build_teacher_pool, cache_path, teach
 from ropd.types import PromptRow
 
 pytestmark = pytest.mark.timeout(120)
@@ -100,6 +102,31 @@ def test_a_local_teacher_is_keyed_by_model_not_by_its_ephemeral_port(tmp_path):
         two = build_teacher_pool(config, cache, local_base_url="http://127.0.0.1:4002/v1")
         assert one.client.fingerprint == two.client.fingerprint
         assert one.client.fingerprint["endpoint"] == "local:tiny-random"
+
+
+def test_a_local_teacher_is_served_only_when_answers_are_missing(tmp_path, monkeypatch):
+    """`teach` with a local teacher: the loopback server starts only if something is missing, and only that is fetched."""
+    dataset = write_dataset(tmp_path / "prompts.jsonl", 3)
+    config = load_config(
+        overrides={"teacher.model": "tiny-random", "teacher.num_answers": 2, "output.dir": str(tmp_path), "data.dataset": str(dataset)}
+    )
+    started: list[str] = []
+    with ScriptedServer(answer_by_prompt) as server:
+
+        @contextlib.contextmanager
+        def local_server(model, models=None):  # the scripted server stands in for the model's loopback server
+            started.append(model)
+            yield server.base_url
+
+        monkeypatch.setitem(sys.modules, "ropd.serve", types.SimpleNamespace(local_server=local_server))
+        first = teach(config, progress=False)
+        assert started == ["tiny-random"] and first["answers_fetched"] == 6 and len(server.requests) == 3 + 3
+        again = teach(config, progress=False)
+        assert started == ["tiny-random"] and again["cache_hits"] == 6  # all cached: no server started
+        write_dataset(dataset, 4)
+        more = teach(config, progress=False)
+        assert started == ["tiny-random"] * 2 and (more["cache_hits"], more["answers_fetched"]) == (6, 2)
+        assert len(server.requests) == 6 + 1 + 1
 
 
 # --- the `ropd teach` command --------------------------------------------------------------------------------
