@@ -191,8 +191,110 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_teach)
 
 
+# --- eval: accuracy of a local model on a dataset ----------------------------------------------------
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Measure a local model's accuracy on a dataset: avg@n over n samples per prompt, and pass@k.
+
+    Prints a summary table on stderr and the full result (per-prompt records included) as JSON on
+    stdout, or to --json FILE.
+    """
+    from ropd.data import load_prompts
+    from ropd.eval import EvalError, evaluate_path
+    from ropd.models import is_local
+
+    if not is_local(args.model):
+        raise ConfigError(
+            f"'{args.model}' is an API model; `ropd eval` needs local weights (an alias from `ropd models`, a folder or a Hub id)"
+        )
+    prompts = load_prompts(args.dataset, split=args.split, max_prompts=args.max_prompts, system_prompt=args.system_prompt)
+    if not prompts:
+        raise DataError(f"{args.dataset}: no prompts to evaluate")
+    settings = {"n_samples": args.samples, "k": args.k, "temperature": args.temperature, "top_p": args.top_p, "batch_size": args.batch_size}
+    if args.json:
+        _check_writable(Path(args.json))
+    try:
+        result = evaluate_path(
+            args.model, prompts, backend=args.backend, dataset=args.dataset, max_new_tokens=args.max_new_tokens, seed=args.seed, **settings
+        )
+    except EvalError as exc:
+        raise ConfigError(str(exc)) from None
+    err.print(_eval_table(result))
+    text = result.model_dump_json(indent=2) + "\n"
+    if args.json:
+        Path(args.json).write_text(text)
+        err.print(f"result written to {args.json}", markup=False, highlight=False)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before the work, not after it, when the result file cannot be written."""
+    import os
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--json {path}: cannot create its folder: {exc}") from None
+    if path.is_dir() or not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"--json {path}: not a writable file path")
+
+
+def _eval_table(result) -> Table:
+    summary = {
+        "prompts": str(result.num_prompts),
+        "samples": str(result.n_samples),
+        f"avg@{result.n_samples}": f"{result.accuracy:.3f}",
+        f"pass@{result.k}": f"{result.pass_at_k:.3f}",
+        "answered": f"{result.answered:.0%}",
+        "truncated": f"{result.truncated:.0%}",
+        "tokens/sample": f"{result.mean_completion_tokens:.0f}",
+        "seconds": f"{result.seconds:.1f}",
+    }
+    table = Table(title=f"ropd eval: {result.model} on {result.dataset}")
+    for column in summary:
+        table.add_column(column, justify="right")
+    table.add_row(*summary.values())
+    return table
+
+
+def _at_least_one(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    return number
+
+
+def add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="Measure a local model's accuracy on a dataset (avg@n, pass@k).", description=cmd_eval.__doc__)
+    p.add_argument("--model", required=True, help="Model to evaluate: alias (see `ropd models`), local folder or Hub id.")
+    p.add_argument(
+        "--dataset", required=True, help="Dataset spec: a .jsonl/.json/.parquet/.csv file, reasoning-gym:TASK?size=N&seed=S, or a Hub id."
+    )
+    p.add_argument("--split", default="test", help="Split of a Hub dataset (default: test; files and reasoning-gym ignore it).")
+    p.add_argument("-n", "--samples", type=_at_least_one, default=1, help="Samples per prompt (default 1).")
+    p.add_argument("-k", type=_at_least_one, help="k of pass@k, at most -n (default: n).")
+    p.add_argument("--max-prompts", type=_at_least_one, help="Evaluate only the first N prompts.")
+    p.add_argument("--max-new-tokens", type=_at_least_one, default=256, help="Tokens generated per sample at most (default 256).")
+    p.add_argument("--temperature", type=float, default=0.0, help="Sampling temperature; 0 is greedy (default 0).")
+    p.add_argument("--top-p", type=float, default=1.0, help="Nucleus sampling mass (default 1.0).")
+    p.add_argument("--batch-size", type=_at_least_one, default=8, help="Sequences generated together (default 8).")
+    p.add_argument("--seed", type=int, default=0, help="Sampling seed (default 0).")
+    p.add_argument("--system-prompt", help="System message added to prompts that have none.")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "transformers", "vllm"),
+        default="auto",
+        help="Generation engine (auto: vLLM when installed with a GPU).",
+    )
+    p.add_argument("--json", metavar="OUT", help="Write the JSON result to this file instead of stdout.")
+    p.set_defaults(func=cmd_eval)
+
+
 # Each entry adds one subcommand. A subcommand is listed only once it works.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_models, add_rubric, add_judge, add_teach]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_models, add_rubric, add_judge, add_teach, add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:
