@@ -53,6 +53,10 @@ class LLMError(RuntimeError):
     """A call that failed after all retries and re-asks; names the role, model and last error (never a key)."""
 
 
+class MalformedResponse(Exception):
+    """A 200 response whose body is not a chat completion (a proxy's error page, a cut-off body): retried."""
+
+
 # --- endpoint resolution ----------------------------------------------------------------------------
 
 
@@ -109,7 +113,7 @@ def describe_error(exc: Exception) -> str:
 
 def is_retryable(exc: BaseException) -> bool:
     """Timeouts, connection errors, 408/409/429 and 5xx are worth another try; anything else is not."""
-    if isinstance(exc, (openai.APIConnectionError, TimeoutError)):
+    if isinstance(exc, (openai.APIConnectionError, TimeoutError, MalformedResponse, openai.APIResponseValidationError)):
         return True
     return isinstance(exc, openai.APIStatusError) and (exc.status_code in RETRY_STATUS or exc.status_code >= 500)
 
@@ -336,19 +340,21 @@ class LLMClient:
     ) -> tuple[T, _Spent]:
         conversation, spent, error = list(messages), _Spent(), ""
         for _ in range(self.max_reasks + 1):
-            text, cost = await self._json_request(conversation, json_schema, schema.__name__)
+            text, finish_reason, cost = await self._json_request(conversation, json_schema, schema.__name__)
             spent = spent.plus(cost)
             try:
                 return self._validate(extract_json(text), schema, check), spent
             except ValueError as exc:
                 error = describe_error(exc)
                 log.info("%s: output failed validation (%s); re-asking", self.role, self._scrub(error))
-                reask = load_template(REASK_TEMPLATE, {"error", "schema"}).render(error=error, schema=json.dumps(json_schema))
+                reask = load_template(REASK_TEMPLATE, {"error", "schema", "cut_off", "max_tokens"}).render(
+                    error=error, schema=json.dumps(json_schema), cut_off=finish_reason == "length", max_tokens=self.endpoint.max_tokens
+                )
                 conversation = [*messages, {"role": "assistant", "content": text}, *reask]
         raise LLMError(self._scrub(f"{self.role} ({self.model}) gave no valid {schema.__name__} after {self.max_reasks} re-asks: {error}"))
 
-    async def _json_request(self, messages: list[dict], json_schema: dict, name: str) -> tuple[str, _Spent]:
-        """One completion, asking for the strictest response_format this server has not rejected."""
+    async def _json_request(self, messages: list[dict], json_schema: dict, name: str) -> tuple[str, str | None, _Spent]:
+        """One completion (text, finish reason, cost), asking for the strictest response_format this server has not rejected."""
         first_mode = self._json_mode
         while True:
             mode = self._json_mode
@@ -362,7 +368,8 @@ class LLMClient:
                 if mode > first_mode and JSON_MODES[mode] == "text":  # plain requests fail too: the 400 was not about response_format
                     self._json_mode = first_mode
                 raise
-            return response.choices[0].message.content or "", spent
+            choice = response.choices[0]
+            return choice.message.content or "", choice.finish_reason, spent
 
     @staticmethod
     def _response_format(mode: int, json_schema: dict, name: str) -> dict | None:
@@ -443,7 +450,7 @@ class LLMClient:
             if exc.status_code in (400, 422) and response_format is not None:
                 raise _Rejected(self._failure(exc, 1)) from None
             raise LLMError(self._failure(exc, 1 if not is_retryable(exc) else self.endpoint.max_retries + 1)) from None
-        except (openai.OpenAIError, TimeoutError) as exc:
+        except (openai.OpenAIError, TimeoutError, MalformedResponse) as exc:
             raise LLMError(self._failure(exc, self.endpoint.max_retries + 1 if is_retryable(exc) else 1)) from None
         raise AssertionError("unreachable")
 
@@ -458,6 +465,8 @@ class LLMClient:
             try:
                 async with asyncio.timeout(self.endpoint.timeout):
                     response = await state.client.chat.completions.create(**request)
+            except json.JSONDecodeError as exc:
+                raise MalformedResponse(f"the response body is not JSON ({exc})") from None
             finally:
                 self.usage.seconds += time.monotonic() - started
         spent = self._spent(response, time.monotonic() - started)

@@ -90,6 +90,13 @@ def test_a_dropped_connection_is_retried():
     assert (len(server.requests), client.usage.retries) == (2, 1)
 
 
+def test_a_body_that_is_not_json_is_retried():
+    with ScriptedServer(sequence(Reply(raw="<html>502 Bad Gateway</html>"), "four")) as server:
+        client = make_client(server)
+        assert asyncio.run(client.chat(QUESTION)) == ["four"]
+    assert (len(server.requests), client.usage.retries) == (2, 1)
+
+
 def test_giving_up_after_max_retries_names_role_model_and_error():
     with ScriptedServer(sequence(Reply(status=503))) as server:
         client = make_client(server, max_retries=2)
@@ -144,7 +151,17 @@ def test_an_invalid_object_is_re_asked_with_the_error_shown():
     *_, shown, reask = server.requests[1]["messages"]
     assert shown == {"role": "assistant", "content": bad}
     assert "criteria.0.points" in reask["content"] and "valid integer" in reask["content"]
+    assert "cut off" not in reask["content"]
     assert server.requests[1]["messages"][0] == QUESTION[0]
+
+
+def test_output_cut_off_at_max_tokens_is_re_asked_with_that_said():
+    cut = Reply(content='{"criteria": [{"id": "c1", "text": "The final answer is', finish_reason="length")
+    with ScriptedServer(sequence(cut, json.dumps(RUBRIC))) as server:
+        asyncio.run(make_client(server, max_tokens=64).chat_json(QUESTION, Rubric))
+    reask = server.requests[1]["messages"][-1]["content"]
+    assert "no parseable JSON" in reask and "cut off at the limit of 64 tokens" in reask
+    assert "cut off" not in server.requests[0]["messages"][-1]["content"]
 
 
 def test_a_failed_semantic_check_is_re_asked_and_bounded(tmp_path):
