@@ -208,8 +208,8 @@ def reward_functions(config: RunConfig, prompts, cache) -> list:
         if not all(p.answer for p in prompts):
             raise TrainingError(f"method '{method.name}' with an outcome reward needs a reference `answer` in every prompt row")
         return [outcome_reward]
-    if method.name == "opd":
-        return []
+    if method.name == "opd":  # the loss is the reverse KL; an outcome reward is only logged, when answers exist
+        return [outcome_reward] if all(p.answer for p in prompts) else []
     from ropd.reward import build_rubric_reward
 
     return [build_rubric_reward(config, {p.id: p for p in prompts}, cache)]
