@@ -72,7 +72,7 @@ def resolve_endpoint(endpoint: EndpointConfig, aliases: dict[str, ModelAlias] | 
     if spec.kind != "api":
         raise ModelError(
             f"'{endpoint.model}' is a local model ({spec.kind}); calling it needs an OpenAI-compatible server: "
-            f"start one (e.g. `transformers serve` or vLLM) and pass its base URL"
+            f"start one (`ropd serve {endpoint.model}`, vLLM, `transformers serve`) and pass its base URL"
         )
     return spec.target, spec.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_URL
 
