@@ -149,6 +149,40 @@ def add_judge(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_judge)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a local model (alias, folder or Hub id) over an OpenAI-compatible API until Ctrl-C.
+
+    POST /v1/chat/completions honours n, seed, temperature, top_p, max_tokens, stop and
+    response_format (json_schema / json_object, enforced token by token); GET /v1/models, GET /health.
+    """
+    from ropd.serve import run_server
+
+    run_server(
+        args.model,
+        args.host,
+        args.port,
+        served_name=args.served_name,
+        dtype=args.dtype,
+        max_batch_size=args.max_batch_size,
+        threads=args.threads,
+        exit_on_stdin_eof=args.exit_on_stdin_eof,
+    )
+    return 0
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="Serve a local model over an OpenAI-compatible API.", description=cmd_serve.__doc__)
+    p.add_argument("model", help="Model alias (see `ropd models`), local folder or Hub id.")
+    p.add_argument("--host", default="127.0.0.1", help="Address to listen on (default: loopback only).")
+    p.add_argument("--port", type=int, default=8000, help="Port to listen on.")
+    p.add_argument("--served-name", help="The model name requests must send (default: MODEL as given).")
+    p.add_argument("--dtype", default="auto", help="Weights dtype: auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16.")
+    p.add_argument("--max-batch-size", type=int, default=16, help="Most sequences decoded together (a request's n samples count each).")
+    p.add_argument("--threads", type=int, help="Torch CPU threads (default: torch's choice, one per physical core).")
+    p.add_argument("--exit-on-stdin-eof", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_serve)
+
+
 # --- teach: fetch teacher answers into the cache -----------------------------------------------------
 
 
@@ -294,7 +328,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 # Each entry adds one subcommand. A subcommand is listed only once it works.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_models, add_rubric, add_judge, add_teach, add_eval]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_models, add_rubric, add_judge, add_teach, add_eval, add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
