@@ -183,46 +183,32 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
 
 
-# --- teach: fetch teacher answers into the cache -----------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train the student: rubric OPD by default; --method picks opd, sod or grpo."""
+    from ropd.config import DEFAULT_CONFIG, load_config, overrides_from_args
+    from ropd.training import train
 
-
-def cmd_teach(args: argparse.Namespace) -> int:
-    """Fetch k teacher answers per prompt into the run's result cache; print a JSON summary.
-
-    Every answer is stored the moment it arrives, so an interrupted run, rerun, repeats no call.
-    A local teacher (alias or path, no --teacher-base-url) is served on loopback for the duration.
-    """
-    import json
-
-    from ropd.cache import CacheError
-    from ropd.config import load_config, overrides_from_args
-    from ropd.llm import LLMError
-    from ropd.teacher import teach
-
-    config = load_config(args.config, overrides_from_args(args))
-    try:
-        summary = teach(config, progress=not args.quiet)
-    except (CacheError, LLMError) as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        return 2 if isinstance(exc, CacheError) else 1
-    sys.stdout.write(json.dumps(summary) + "\n")
-    if "error" in summary:
-        err.print(f"error: {summary['error']}", markup=False, highlight=False, soft_wrap=True)
-        return 1
+    overrides = overrides_from_args(args)
+    path = args.config or (DEFAULT_CONFIG if not overrides else None)
+    config = load_config(path, overrides)
+    final = train(config)
+    out.print(str(final), highlight=False)
     return 0
 
 
-def add_teach(sub: argparse._SubParsersAction) -> None:
+def add_train(sub: argparse._SubParsersAction) -> None:
     from ropd.config import add_config_flags
 
     p = sub.add_parser(
-        "teach", help="Fetch k teacher answers per prompt into the cache (prints a JSON summary).", description=cmd_teach.__doc__
+        "train",
+        help="Train a student on-policy from a teacher (rubric OPD by default).",
+        description=cmd_train.__doc__
+        + " With no arguments at all it runs configs/default.yaml, the offline demo. Otherwise it starts from the "
+        "published settings shown below, then --config FILE, then flags.",
     )
     p.add_argument("--config", help="YAML run config; flags override its values.")
-    p.add_argument("-k", dest="teacher.num_answers", default=argparse.SUPPRESS, metavar="K", help="Short for --num-teacher-answers.")
-    p.add_argument("--quiet", action="store_true", help="No progress bar.")
-    add_config_flags(p, ("teacher", "data", "output"))
-    p.set_defaults(func=cmd_teach)
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
 
 
 # --- eval: accuracy of a local model on a dataset ----------------------------------------------------
@@ -327,8 +313,58 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval)
 
 
+# --- teach: fetch teacher answers into the cache -----------------------------------------------------
+
+
+def cmd_teach(args: argparse.Namespace) -> int:
+    """Fetch k teacher answers per prompt into the run's result cache; print a JSON summary.
+
+    Every answer is stored the moment it arrives, so an interrupted run, rerun, repeats no call.
+    A local teacher (alias or path, no --teacher-base-url) is served on loopback for the duration.
+    """
+    import json
+
+    from ropd.cache import CacheError
+    from ropd.config import load_config, overrides_from_args
+    from ropd.llm import LLMError
+    from ropd.teacher import teach
+
+    config = load_config(args.config, overrides_from_args(args))
+    try:
+        summary = teach(config, progress=not args.quiet)
+    except (CacheError, LLMError) as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2 if isinstance(exc, CacheError) else 1
+    sys.stdout.write(json.dumps(summary) + "\n")
+    if "error" in summary:
+        err.print(f"error: {summary['error']}", markup=False, highlight=False, soft_wrap=True)
+        return 1
+    return 0
+
+
+def add_teach(sub: argparse._SubParsersAction) -> None:
+    from ropd.config import add_config_flags
+
+    p = sub.add_parser(
+        "teach", help="Fetch k teacher answers per prompt into the cache (prints a JSON summary).", description=cmd_teach.__doc__
+    )
+    p.add_argument("--config", help="YAML run config; flags override its values.")
+    p.add_argument("-k", dest="teacher.num_answers", default=argparse.SUPPRESS, metavar="K", help="Short for --num-teacher-answers.")
+    p.add_argument("--quiet", action="store_true", help="No progress bar.")
+    add_config_flags(p, ("teacher", "data", "output"))
+    p.set_defaults(func=cmd_teach)
+
+
 # Each entry adds one subcommand. A subcommand is listed only once it works.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_models, add_rubric, add_judge, add_teach, add_eval, add_serve]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_models,
+    add_rubric,
+    add_judge,
+    add_serve,
+    add_train,
+    add_eval,
+    add_teach,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,7 @@ from trl import GRPOConfig, GRPOTrainer
 from ropd.config import RunConfig, dump_config
 from ropd.data import load_prompts, to_dataset
 from ropd.models import is_local, load_model, load_tokenizer, pick_dtype
+from ropd.teacher import needs_local_server
 
 console = Console(stderr=True)
 
@@ -171,35 +172,36 @@ def step_summary(record: dict[str, Any]) -> str:
 # --- reward functions -----------------------------------------------------------------------------
 
 
-def _serve_local_models(config: RunConfig, stack: ExitStack) -> RunConfig:
-    """Start a loopback server for each local teacher/judge without a base URL; return the config pointing at them."""
+def serve_local_models(config: RunConfig, stack: ExitStack) -> dict[str, str]:
+    """Start one loopback server per local model the run talks to; return {"teacher"/"judge": base URL}.
+
+    The config is left as it is: clients get these URLs with the model name as cache identity, since
+    a local server's port changes from run to run.
+    """
     from ropd.serve import local_server
 
-    config = config.model_copy(deep=True)
+    method = config.method
+    if not (method.name == "ropd" or (method.name == "sod" and method.sequence_reward == "rubric")):
+        return {}
     served: dict[str, str] = {}
-    needs_teacher_text = config.method.name == "ropd" or (config.method.name == "sod" and config.method.sequence_reward == "rubric")
-    if not needs_teacher_text:
-        return config
 
     def url_for(model: str) -> str:
         if model not in served:
             console.print(f"starting a local OpenAI-compatible server for {model} ...")
-            served[model] = stack.enter_context(
-                local_server(model, models=config.models, log_path=Path(config.output.dir) / f"serve-{model}.log")
-            )
+            log = Path(config.output.dir) / f"serve-{model.replace('/', '_')}.log"
+            served[model] = stack.enter_context(local_server(model, models=config.models, log_path=log))
         return served[model]
 
-    if config.teacher.base_url is None and is_local(config.teacher.model, config.models):
-        config.teacher.base_url = url_for(config.teacher.model)
-        config.teacher.api_key_env = "ROPD_LOCAL_KEY"
-    judge_model = config.judge.model
-    if judge_model is not None and config.judge.base_url is None and is_local(judge_model, config.models):
-        config.judge.base_url = url_for(judge_model)
-        config.judge.api_key_env = "ROPD_LOCAL_KEY"
-    return config
+    urls: dict[str, str] = {}
+    if needs_local_server(config):
+        urls["teacher"] = url_for(config.teacher.model)
+    judge = config.judge_endpoint()
+    if not judge.base_url and is_local(judge.model, config.models):
+        urls["judge"] = url_for(judge.model)
+    return urls
 
 
-def reward_functions(config: RunConfig, prompts, cache) -> list:
+def reward_functions(config: RunConfig, prompts, cache, urls: dict[str, str] | None = None) -> list:
     """The reward functions of a method: rubric reward, outcome reward, or none (pure OPD)."""
     from ropd.eval import outcome_reward
 
@@ -212,7 +214,8 @@ def reward_functions(config: RunConfig, prompts, cache) -> list:
         return [outcome_reward] if all(p.answer for p in prompts) else []
     from ropd.reward import build_rubric_reward
 
-    return [build_rubric_reward(config, {p.id: p for p in prompts}, cache)]
+    urls = urls or {}
+    return [build_rubric_reward(config, prompts, cache, teacher_base_url=urls.get("teacher"), judge_base_url=urls.get("judge"))]
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -244,10 +247,10 @@ def train(config: RunConfig) -> Path:
     tokenizer = load_tokenizer(config.student.model, config.models)
     teacher = white_box_teacher(config, tokenizer) if config.method.name in ("opd", "sod") else None
     with ExitStack() as stack:
-        live = _serve_local_models(config, stack)
-        model = load_model(live.student.model, live.student.dtype, live.models)
-        rewards = reward_functions(live, prompts, cache)
-        trainer = build_trainer(live, model, tokenizer, to_dataset(prompts), rewards, teacher)
+        urls = serve_local_models(config, stack)
+        model = load_model(config.student.model, config.student.dtype, config.models)
+        rewards = reward_functions(config, prompts, cache, urls)
+        trainer = build_trainer(config, model, tokenizer, to_dataset(prompts), rewards, teacher)
         trainer.add_callback(StepLog(out / "metrics.jsonl"))
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         final = out / "final"
