@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -55,13 +55,14 @@ class PromptTemplate:
     text: str
     hash: str
     variables: frozenset[str]
+    compiled: jinja2.Template = field(repr=False, compare=False)
 
     def render(self, **variables: Any) -> list[dict[str, str]]:
         """Chat messages from the `system` and `user` blocks, with every declared variable required."""
         missing = sorted(self.variables - variables.keys())
         if missing:
             raise TemplateError(f"{self.path}: variable(s) {', '.join(repr(m) for m in missing)} not provided to the template")
-        template = _environment().from_string(self.text)
+        template = self.compiled
         context = template.new_context(variables)
         try:
             for _ in template.root_render_func(context):  # runs top-level sets and macros into the context
@@ -109,10 +110,11 @@ def _load(path: Path, _mtime_ns: int, variables: frozenset[str]) -> PromptTempla
             f"{path}: unknown variable(s) {', '.join(repr(u) for u in unknown)}; "
             f"a template of this kind gets {', '.join(sorted(variables))}"
         )
-    if "user" not in _environment().from_string(text).blocks:
+    compiled = _environment().from_string(text)
+    if "user" not in compiled.blocks:
         raise TemplateError(f"{path}: the template has no {{% block user %}} (the user message)")
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    return PromptTemplate(name=path.stem, path=path, text=text, hash=digest, variables=variables)
+    return PromptTemplate(name=path.stem, path=path, text=text, hash=digest, variables=variables, compiled=compiled)
 
 
 def _top_level_names(parsed: jinja2.nodes.Template) -> set[str]:

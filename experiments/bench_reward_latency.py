@@ -1,0 +1,128 @@
+"""How long one reward call takes when every API call is slow: are groups really scored concurrently?
+
+A scripted OpenAI-compatible server on 127.0.0.1 answers every request after a fixed latency
+(1 s by default). Teacher answers are fetched and cached first, as before training; then one
+RubricReward call scores G groups of R rollouts: one rubric and one batched judge call per group.
+With enough concurrency that is two rounds of latency (~2 s), not 2*G rounds (64 s for 32 groups).
+
+    .venv/bin/python experiments/bench_reward_latency.py [--groups 32] [--rollouts 8] [--latency 1.0] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from http.server import ThreadingHTTPServer
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the scripted server and judge behaviour
+
+from judge_scripts import contains_rule, is_judge_request, judge_reply, rubric_json, user_text
+from scripted_server import Reply, ScriptedServer
+
+from ropd.cache import ResultCache
+from ropd.config import RunConfig
+from ropd.reward import build_rubric_reward
+from ropd.types import PromptRow
+
+CRITERIA = [("mentions 42", 5), ("mentions because", 2), ("mentions **", 1), ("mentions sure", 2)]
+ROLLOUTS = ["It is 42 because **", "41", "sure, 42", "no idea", "42", "because", "**", "sure"]
+
+
+def respond(body: dict) -> Reply | str:
+    if is_judge_request(body):
+        return judge_reply(body, contains_rule, final_answer="42")
+    if "<<<BEGIN REFERENCE" in user_text(body):
+        return rubric_json(CRITERIA)
+    return Reply(content=["sure: 42 because 6*7. **42**"] * int(body.get("n", 1)))
+
+
+def serve(latency: float, conn: Connection) -> None:
+    """The scripted endpoint, in its own process (as a real endpoint would be): answers 'stats' until 'stop'."""
+    ThreadingHTTPServer.request_queue_size = 256  # http.server's default of 5 pending connections is too few for a burst of 32
+    with ScriptedServer(respond, latency=latency) as server:
+        conn.send(server.base_url)
+        while conn.recv() != "stop":
+            conn.send({"requests": len(server.requests), "max_in_flight": server.max_in_flight})
+
+
+async def run(args: argparse.Namespace, base_url: str, stats: Callable[[], dict], cache: ResultCache) -> None:
+    rows = [
+        PromptRow.model_validate({"id": f"q{i}", "prompt": [{"role": "user", "content": f"Question {i}: what is 6*7?"}]})
+        for i in range(args.groups)
+    ]
+    endpoint = {"base_url": base_url, "max_concurrency": args.concurrency, "timeout": 30.0}
+    config = RunConfig.model_validate(
+        {
+            "teacher": {"model": "bench-teacher", "num_answers": 4, **endpoint},
+            "judge": {"model": "bench-judge", **endpoint},
+            "training": {"num_generations": args.rollouts},
+        }
+    )
+    reward = build_rubric_reward(config, rows, cache)
+
+    started = time.perf_counter()
+    await reward.teacher.fetch_all(rows, progress=False)
+    teacher_seconds = time.perf_counter() - started
+    before = stats()["requests"]
+
+    prompts = [[m.model_dump() for m in row.prompt] for row in rows for _ in range(args.rollouts)]
+    completions = [[{"role": "assistant", "content": ROLLOUTS[j % len(ROLLOUTS)]}] for _ in rows for j in range(args.rollouts)]
+    metrics: dict[str, float] = {}
+    started = time.perf_counter()
+    rewards = await reward(
+        prompts=prompts,
+        completions=completions,
+        completion_ids=None,
+        id=[row.id for row in rows for _ in range(args.rollouts)],
+        trainer_state=SimpleNamespace(global_step=0),
+        log_metric=metrics.__setitem__,
+    )
+    wall = time.perf_counter() - started
+    after = stats()
+
+    retries = reward.rubric_client.usage.retries + reward.judge_client.usage.retries
+    print(f"setup: {args.groups} groups x {args.rollouts} rollouts, 4 teacher answers each, {args.latency:.2f} s latency per call")
+    print(f"       concurrency limit {args.concurrency} per client (rubricator and judge each); endpoint in its own process")
+    print(f"teacher prefetch (cached before training): {teacher_seconds:.2f} s")
+    print(f"reward call wall time: {wall:.2f} s  (one call after another: {2 * args.groups * args.latency:.0f} s)")
+    print(f"  requests: {after['requests'] - before} (retries {retries}), most in flight at once: {after['max_in_flight']}")
+    print(f"  mean per group: time/rubric {metrics['time/rubric']:.2f} s, time/judge {metrics['time/judge']:.2f} s")
+    print(f"  reward mean {metrics['rubric/reward_mean']:.3f}; rollouts without a reward: {sum(r is None for r in rewards)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", type=int, default=32)
+    parser.add_argument("--rollouts", type=int, default=8)
+    parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    ours, theirs = multiprocessing.get_context("spawn").Pipe()
+    server = multiprocessing.get_context("spawn").Process(target=serve, args=(args.latency, theirs), daemon=True)
+    server.start()
+
+    def stats() -> dict:
+        ours.send("stats")
+        return ours.recv()
+
+    try:
+        if not ours.poll(60):
+            raise SystemExit("the scripted endpoint did not start")
+        base_url = ours.recv()
+        with tempfile.TemporaryDirectory() as tmp, ResultCache(Path(tmp) / "cache.sqlite") as cache:
+            asyncio.run(run(args, base_url, stats, cache))
+    finally:
+        ours.send("stop")
+        server.join(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""The rubric reward: TRL's GRPOTrainer calls it with a batch of completions and gets one reward each.
+
+    reward = build_rubric_reward(config, prompts, cache)
+    GRPOTrainer(..., reward_funcs=[reward])
+
+Per prompt group: k teacher answers (cached) -> a rubric induced from teacher answers and student
+rollouts (or reused, per `judge.rubric_refresh`) -> one batched judge call over the rollouts and
+the teacher answers -> reward = sum(points of met criteria) / sum(points). Groups are scored
+concurrently. A group whose teacher answers, rubric or verdicts failed after all retries gets None
+for every rollout (TRL skips it), never a silent 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ropd.config import EndpointConfig, RunConfig
+from ropd.data import prompt_id
+from ropd.judge import judge_verdicts, rubric_reward
+from ropd.llm import LLMClient, LLMError
+from ropd.prompts import final_text
+from ropd.rubrics import RubricStore, induce_rubric
+from ropd.teacher import TeacherError, build_teacher_pool, needs_local_server
+from ropd.types import GroupScore, PromptRow, Rubric, Usage
+
+PHASES = ("teacher", "rubric", "judge")
+
+
+class TeacherAnswers(Protocol):
+    """What the reward needs from a teacher pool."""
+
+    async def answers(self, row: PromptRow) -> list[str]: ...
+
+
+@dataclass
+class GroupRun:
+    """One group's outcome plus what the logs need: which phase failed, seconds per phase, evidence."""
+
+    score: GroupScore
+    indices: list[int]
+    failed_phase: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    rubric_reused: bool = False
+    final_answers: list[str | None] = field(default_factory=list)
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a completion: a string, or TRL's conversational form (a list of messages)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        completion = [completion]
+    parts = []
+    for message in completion:
+        if message.get("role", "assistant") != "assistant":
+            continue
+        content = message.get("content") or ""
+        if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        parts.append(content)
+    return "\n".join(parts)
+
+
+def group_indices(ids: list[str]) -> dict[str, list[int]]:
+    """Positions of each prompt id's completions, in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for index, pid in enumerate(ids):
+        groups.setdefault(pid, []).append(index)
+    return groups
+
+
+def _prompt_row(pid: str, prompt: Any) -> PromptRow:
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    return PromptRow.model_validate({"id": pid, "prompt": messages})
+
+
+class RubricReward:
+    """An async reward function in TRL's convention; scores every prompt group of a batch concurrently.
+
+    After each call, `last_group_scores` holds the GroupScore of every group in the batch (rewards
+    in rollout order, teacher scores, the rubric, or the error).
+    """
+
+    __name__ = "rubric"  # TRL names the reward column after this
+
+    def __init__(
+        self,
+        config: RunConfig,
+        teacher: TeacherAnswers,
+        rubric_client: LLMClient,
+        judge_client: LLMClient,
+        prompts: dict[str, PromptRow] | Iterable[PromptRow],
+    ):
+        self.config = config
+        self.judge_config = config.judge
+        self.teacher = teacher
+        self.rubric_client = rubric_client
+        self.judge_client = judge_client
+        self.prompts = prompts if isinstance(prompts, dict) else {p.id: p for p in prompts}
+        self.store = RubricStore(config.judge.rubric_refresh)
+        self.last_group_scores: list[GroupScore] = []
+        self.last_runs: list[GroupRun] = []
+        self._calls = 0
+        self._usage_seen: dict[str, Usage] = {}
+
+    async def __call__(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        completion_ids: list[list[int]] | None = None,
+        trainer_state: Any = None,
+        log_metric: Any = None,
+        log_extra: Any = None,
+        **columns: Any,
+    ) -> list[float | None]:
+        step = trainer_state.global_step if trainer_state is not None else self._calls
+        self._calls += 1
+        ids = [str(i) for i in columns["id"]] if columns.get("id") is not None else [prompt_id(p) for p in prompts]
+        texts = [completion_text(c) for c in completions]
+        groups = group_indices(ids)
+        runs = await asyncio.gather(
+            *(
+                self.score_group(self._row(pid, prompts[indices[0]]), [texts[i] for i in indices], step, indices)
+                for pid, indices in groups.items()
+            )
+        )
+        rewards: list[float | None] = [None] * len(completions)
+        for run in runs:
+            for index, value in zip(run.indices, run.score.rewards or [None] * len(run.indices), strict=True):
+                rewards[index] = value
+        self.last_runs = list(runs)
+        self.last_group_scores = [run.score for run in runs]
+        if log_metric is not None:
+            for name, value in self.metrics(runs).items():
+                log_metric(name, value)
+        if log_extra is not None:
+            evidence: list[str | None] = [None] * len(completions)
+            for run in runs:
+                for index, text in zip(run.indices, run.final_answers or [None] * len(run.indices), strict=True):
+                    evidence[index] = text
+            log_extra("judge_final_answer", evidence)
+        return rewards
+
+    def _row(self, pid: str, prompt: Any) -> PromptRow:
+        return self.prompts.get(pid) or _prompt_row(pid, prompt)
+
+    async def score_group(self, row: PromptRow, rollouts: list[str], step: int, indices: list[int] | None = None) -> GroupRun:
+        """Teacher answers -> rubric (induced or reused) -> verdicts for one prompt group."""
+        cfg = self.judge_config
+        run = GroupRun(score=GroupScore(prompt_id=row.id), indices=indices if indices is not None else list(range(len(rollouts))))
+        phase = "teacher"
+        try:
+            clock = time.monotonic()
+            references = [a for a in await self.teacher.answers(row) if final_text(a)]
+            run.seconds["teacher"] = time.monotonic() - clock
+            if not references:
+                raise LLMError(f"no usable teacher answer for prompt '{row.id}' (all empty after the last </think>)")
+
+            phase, clock = "rubric", time.monotonic()
+            rubric = self.store.get(row.id, step)
+            run.rubric_reused = rubric is not None
+            if rubric is None:
+                rubric = await induce_rubric(self.rubric_client, row.question, references, rollouts, cfg)
+                self.store.put(row.id, step, rubric)
+            run.seconds["rubric"] = time.monotonic() - clock
+
+            phase, clock = "judge", time.monotonic()
+            judged = rollouts + (references if cfg.score_teacher_answers else [])
+            verdicts = await judge_verdicts(self.judge_client, row.question, rubric, judged, cfg, seed=f"{row.id}:{step}")
+            run.seconds["judge"] = time.monotonic() - clock
+        except (LLMError, TeacherError) as exc:
+            run.failed_phase = phase
+            run.score.error = f"{phase}: {exc}"
+            return run
+        run.score = _group_score(row.id, rubric, [v.met for v in verdicts], len(rollouts))
+        run.final_answers = [_evidence(v.model_extra) for v in verdicts[: len(rollouts)]]
+        return run
+
+    def metrics(self, runs: list[GroupRun]) -> dict[str, float]:
+        """Scalars for TRL's log: rewards, failure rates, teacher diagnostics, rubric size, usage, phase timings.
+
+        time/<phase> is the mean seconds a group spent in that phase (groups run concurrently).
+        """
+        n = len(runs)
+        scored = [r for r in runs if not r.score.failed]
+        rewards = [x for r in scored for x in r.score.rewards or []]
+        out: dict[str, float] = {
+            "rubric/group_failure_rate": (n - len(scored)) / n,
+            **{f"rubric/{phase}_failure_rate": sum(r.failed_phase == phase for r in runs) / n for phase in PHASES},
+            "rubric/partial_group_rate": sum(len(r.indices) < self.config.training.num_generations for r in runs) / n,
+        }
+        if rewards:
+            out["rubric/reward_mean"] = statistics.fmean(rewards)
+            out["rubric/reward_std"] = statistics.pstdev(rewards)
+        if scored:
+            out["rubric/criteria"] = statistics.fmean(len(r.score.rubric.criteria) for r in scored)  # type: ignore[union-attr]
+            out["rubric/reuse_rate"] = sum(r.rubric_reused for r in scored) / len(scored)
+        teacher_groups = [r.score for r in scored if r.score.teacher_scores]
+        if teacher_groups:
+            out["rubric/teacher_score_mean"] = statistics.fmean(x for s in teacher_groups for x in s.teacher_scores)
+            beaten = sum(max(s.rewards or [0.0]) > min(s.teacher_scores) for s in teacher_groups)
+            out["rubric/student_beats_weakest_teacher_rate"] = beaten / len(teacher_groups)
+        for phase in PHASES:
+            spent = [r.seconds[phase] for r in runs if phase in r.seconds]
+            if spent:
+                out[f"time/{phase}"] = statistics.fmean(spent)
+        out.update(self._usage_metrics())
+        return out
+
+    def _usage_metrics(self) -> dict[str, float]:
+        """Tokens, cost and requests per role since the previous call, and the share of results served from the cache."""
+        out: dict[str, float] = {}
+        hits = fetched = 0
+        for role, usage in self.usage_by_role().items():
+            before = self._usage_seen.get(role, Usage())
+            delta = {name: getattr(usage, name) - getattr(before, name) for name in Usage.model_fields}
+            self._usage_seen[role] = usage.model_copy()
+            out[f"{role}/tokens"] = delta["prompt_tokens"] + delta["completion_tokens"]
+            out[f"{role}/cost_usd"] = delta["cost_usd"]
+            out[f"{role}/requests"] = delta["requests"]
+            hits += delta["cache_hits"]
+            fetched += delta["requests"] - delta["retries"]
+        if hits + fetched:
+            out["rubric/cache_hit_rate"] = hits / (hits + fetched)
+        return out
+
+    def usage_by_role(self) -> dict[str, Usage]:
+        """Usage accumulated so far by the teacher (when it reports any), the rubricator and the judge."""
+        usages = {"rubricator": self.rubric_client.usage, "judge": self.judge_client.usage}
+        teacher_usage = getattr(self.teacher, "usage", None)
+        if isinstance(teacher_usage, Usage):
+            usages = {"teacher": teacher_usage, **usages}
+        return usages
+
+
+def _group_score(pid: str, rubric: Rubric, met: list[list[bool]], num_rollouts: int) -> GroupScore:
+    scores = [rubric_reward(rubric, m) for m in met]
+    return GroupScore(
+        prompt_id=pid, rewards=scores[:num_rollouts], verdicts=met[:num_rollouts], teacher_scores=scores[num_rollouts:], rubric=rubric
+    )
+
+
+def _evidence(extra: dict[str, Any] | None) -> str | None:
+    value = (extra or {}).get("final_answer")
+    return value if isinstance(value, str) else None
+
+
+def judge_endpoint_for(config: RunConfig, base_url: str | None) -> tuple[EndpointConfig, str | None]:
+    """The judge endpoint, pointed at `base_url` when given (a local server), and its cache identity."""
+    endpoint = config.judge_endpoint()
+    if base_url is None:
+        return endpoint, None
+    return endpoint.model_copy(update={"base_url": base_url}), f"local:{endpoint.model}"
+
+
+def build_rubric_reward(
+    config: RunConfig,
+    prompts: dict[str, PromptRow] | Iterable[PromptRow],
+    cache: Any,
+    teacher_base_url: str | None = None,
+    judge_base_url: str | None = None,
+) -> RubricReward:
+    """A RubricReward with its teacher pool and rubricator/judge clients built from the config.
+
+    Base URLs passed here (servers the trainer started on loopback) override the config's; their
+    cache identity is the model name, since a local server's port changes from run to run.
+    """
+    prompts = prompts if isinstance(prompts, dict) else {p.id: p for p in prompts}
+    if teacher_base_url is not None and not needs_local_server(config):
+        config = config.model_copy(update={"teacher": config.teacher.model_copy(update={"base_url": teacher_base_url})})
+    teacher = build_teacher_pool(config, cache, local_base_url=teacher_base_url)
+    endpoint, identity = judge_endpoint_for(config, judge_base_url)
+    common = {
+        "cache": cache,
+        "prices": config.prices,
+        "max_reasks": config.judge.max_reasks,
+        "aliases": config.models,
+        "identity": identity,
+    }
+    rubric_client = LLMClient(endpoint, role="rubricator", **common)
+    judge_client = LLMClient(endpoint, role="judge", **common)
+    return RubricReward(config, teacher, rubric_client, judge_client, prompts)

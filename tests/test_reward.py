@@ -1,0 +1,228 @@
+"""The rubric reward as TRL calls it: regrouping, concurrency, None for failed groups, rubric reuse, logged metrics."""
+
+import asyncio
+import json
+import threading
+from types import SimpleNamespace
+
+import pytest
+from judge_scripts import blocks, contains_rule, is_judge_request, judge_reply, rubric_json, scripted_client, user_text
+from scripted_server import Reply, ScriptedServer
+
+from ropd.config import RunConfig
+from ropd.reward import RubricReward, completion_text, group_indices
+from ropd.teacher import TeacherPool
+from ropd.types import PromptRow
+
+pytestmark = pytest.mark.timeout(60)
+
+CRITERIA = [("mentions 42", 5), ("mentions because", 2), ("mentions **", 1), ("mentions sure", 2)]
+TEACHER_ANSWER = "<think>6*7</think>sure: it is 42 because 6*7=42. **42**"
+PROMPTS = {
+    pid: PromptRow.model_validate({"id": pid, "prompt": [{"role": "user", "content": f"Question {pid}: what is 6*7?"}]})
+    for pid in ("p1", "p2", "p3")
+}
+
+
+def handler(fail: dict[str, str] | None = None):
+    """Teacher, rubricator and judge in one server; `fail` maps a prompt id to the role that breaks for it."""
+    fail = fail or {}
+
+    def respond(body):
+        text = user_text(body)
+        broken = next((role for pid, role in fail.items() if f"Question {pid}:" in text), None)
+        if is_judge_request(body):
+            return '{"verdicts": []}' if broken == "judge" else judge_reply(body, contains_rule, final_answer="42")
+        if "<<<BEGIN REFERENCE" in text:
+            return rubric_json(CRITERIA[:2]) if broken == "rubric" else rubric_json(CRITERIA)
+        return Reply(status=400) if broken == "teacher" else TEACHER_ANSWER
+
+    return respond
+
+
+def make_reward(server, refresh="step", num_generations=4, score_teacher=True) -> RubricReward:
+    config = RunConfig.model_validate(
+        {
+            "judge": {"rubric_refresh": refresh, "score_teacher_answers": score_teacher},
+            "training": {"num_generations": num_generations},
+        }
+    )
+    teacher = TeacherPool(scripted_client(server, "teacher"), num_answers=2)
+    return RubricReward(config, teacher, scripted_client(server, "rubricator"), scripted_client(server, "judge"), PROMPTS)
+
+
+def call(reward, ids, texts, step=0, conversational=True):
+    metrics: dict[str, float] = {}
+    extra: dict[str, list] = {}
+    prompts = [[m.model_dump() for m in PROMPTS[i].prompt] for i in ids]
+    completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
+    rewards = asyncio.run(
+        reward(
+            prompts=prompts,
+            completions=completions,
+            completion_ids=[[1, 2]] * len(texts),
+            id=ids,
+            answer=["42"] * len(ids),
+            trainer_state=SimpleNamespace(global_step=step),
+            log_metric=metrics.__setitem__,
+            log_extra=extra.__setitem__,
+        )
+    )
+    return rewards, metrics, extra
+
+
+ROLLOUTS = ["It is 42 because **", "41", "sure, 42", "no idea"]
+EXPECTED = [8 / 10, 0.0, 7 / 10, 0.0]
+
+
+def test_trl_sees_an_async_reward_named_rubric():
+    from trl.trainer.utils import get_callable_name, is_async_callable
+
+    reward = RubricReward(RunConfig(), None, None, None, PROMPTS)  # type: ignore[arg-type]
+    assert is_async_callable(reward)
+    assert get_callable_name(reward) == "rubric"
+
+
+def test_a_batch_of_groups_is_scored_concurrently_with_rewards_in_rollout_order():
+    with ScriptedServer(handler(), latency=0.3) as server:
+        reward = make_reward(server)
+        rewards, metrics, extra = call(reward, ["p1"] * 4 + ["p2"] * 4, ROLLOUTS + ROLLOUTS[::-1])
+    assert rewards == pytest.approx(EXPECTED + EXPECTED[::-1])
+    assert server.max_in_flight >= 2  # the two groups' calls overlapped
+    rubric_calls = [b for b in server.requests if "<<<BEGIN REFERENCE" in user_text(b)]
+    judge_calls = [b for b in server.requests if is_judge_request(b)]
+    assert len(rubric_calls) == len(judge_calls) == 2
+    assert all(len(blocks(user_text(b), "ANSWER")) == 4 + 2 for b in judge_calls)  # rollouts + teacher answers
+    scores = {s.prompt_id: s for s in reward.last_group_scores}
+    assert scores["p1"].teacher_scores == [1.0, 1.0]
+    assert scores["p2"].rewards == pytest.approx(EXPECTED[::-1])
+    assert metrics["rubric/reward_mean"] == pytest.approx(sum(EXPECTED) / 4)
+    assert metrics["rubric/group_failure_rate"] == 0.0
+    assert metrics["rubric/teacher_score_mean"] == 1.0
+    assert metrics["rubric/student_beats_weakest_teacher_rate"] == 0.0
+    assert metrics["rubric/criteria"] == 4
+    assert metrics["judge/requests"] == 2 and metrics["rubricator/tokens"] == 40 and metrics["teacher/requests"] >= 2
+    assert metrics["rubric/cache_hit_rate"] == 0.0
+    assert {"time/teacher", "time/rubric", "time/judge"} <= metrics.keys()
+    assert 0.3 <= metrics["time/judge"] < 3
+    assert extra["judge_final_answer"] == ["42"] * 8
+
+
+def test_a_group_that_fails_gets_none_for_every_rollout_and_is_counted():
+    for role in ("teacher", "rubric", "judge"):
+        with ScriptedServer(handler(fail={"p2": role})) as server:
+            rewards, metrics, _ = call(make_reward(server), ["p1"] * 4 + ["p2"] * 4 + ["p3"] * 4, ROLLOUTS * 3)
+        assert rewards[:4] == pytest.approx(EXPECTED) and rewards[8:] == pytest.approx(EXPECTED)
+        assert rewards[4:8] == [None] * 4, role
+        assert metrics["rubric/group_failure_rate"] == pytest.approx(1 / 3)
+        assert metrics[f"rubric/{role}_failure_rate"] == pytest.approx(1 / 3)
+        assert metrics["rubric/reward_mean"] == pytest.approx(sum(EXPECTED) / 4)
+
+
+def test_failure_is_recorded_on_the_group_score():
+    with ScriptedServer(handler(fail={"p1": "judge"})) as server:
+        reward = make_reward(server)
+        call(reward, ["p1"] * 4, ROLLOUTS)
+    (score,) = reward.last_group_scores
+    assert score.failed and score.error.startswith("judge: ") and "JudgeOutput" in score.error
+
+
+def test_split_and_interleaved_groups_are_regrouped_by_prompt_id():
+    ids = ["p2", "p1", "p2", "p1", "p2"]
+    texts = ["41", "It is 42 because **", "sure, 42", "no idea", "It is 42 because **"]
+    with ScriptedServer(handler()) as server:
+        rewards, metrics, _ = call(make_reward(server), ids, texts, conversational=False)
+    assert rewards == pytest.approx([0.0, 0.8, 0.7, 0.0, 0.8])
+    judged = sorted(len(blocks(user_text(b), "ANSWER")) for b in server.requests if is_judge_request(b))
+    assert judged == [2 + 2, 3 + 2]
+    assert metrics["rubric/partial_group_rate"] == 1.0  # both groups hold fewer than num_generations=4 rollouts here
+
+
+def test_rubric_reuse_per_prompt_skips_the_rubricator_on_later_steps():
+    with ScriptedServer(handler()) as server:
+        reward = make_reward(server, refresh="prompt")
+        call(reward, ["p1"] * 4, ROLLOUTS, step=0)
+        _, metrics, _ = call(reward, ["p1"] * 4, ["a", "b", "c", "42"], step=1)
+        assert metrics["rubric/reuse_rate"] == 1.0
+        assert sum("<<<BEGIN REFERENCE" in user_text(b) for b in server.requests) == 1
+        reward_per_step = make_reward(server, refresh="step")
+        call(reward_per_step, ["p1"] * 4, ROLLOUTS, step=0)
+        call(reward_per_step, ["p1"] * 4, ["a", "b", "c", "42"], step=1)
+        assert sum("<<<BEGIN REFERENCE" in user_text(b) for b in server.requests) == 3
+
+
+def test_student_beating_the_weakest_teacher_is_counted():
+    weak_teacher = iter(["It is 42 because **42**", "no clue"])
+    lock = threading.Lock()
+    base = handler()
+
+    def respond(body):
+        text = user_text(body)
+        if "<<<BEGIN" not in text:
+            with lock:
+                return Reply(content=[next(weak_teacher), next(weak_teacher)])
+        return base(body)
+
+    with ScriptedServer(respond) as server:
+        _, metrics, _ = call(make_reward(server), ["p1"] * 4, ROLLOUTS)
+    assert metrics["rubric/student_beats_weakest_teacher_rate"] == 1.0
+    assert metrics["rubric/teacher_score_mean"] == pytest.approx((0.8 + 0.0) / 2)
+
+
+def test_teacher_answers_are_not_judged_when_scoring_them_is_off():
+    with ScriptedServer(handler()) as server:
+        reward = make_reward(server, score_teacher=False)
+        rewards, metrics, _ = call(reward, ["p1"] * 4, ROLLOUTS)
+    assert rewards == pytest.approx(EXPECTED)
+    assert [len(blocks(user_text(b), "ANSWER")) for b in server.requests if is_judge_request(b)] == [4]
+    assert "rubric/teacher_score_mean" not in metrics
+
+
+def test_completion_text_handles_strings_messages_and_content_parts():
+    assert completion_text("plain") == "plain"
+    assert completion_text([{"role": "assistant", "content": "a"}]) == "a"
+    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "x"}, {"type": "text", "text": "y"}]}]) == "xy"
+    multi = [{"role": "assistant", "content": "call"}, {"role": "tool", "content": "out"}, {"role": "assistant", "content": "done"}]
+    assert completion_text(multi) == "call\ndone"
+
+
+def test_group_indices_keep_first_appearance_order():
+    assert group_indices(["b", "a", "b", "c", "a"]) == {"b": [0, 2], "a": [1, 4], "c": [3]}
+
+
+def test_prompts_without_an_id_column_are_grouped_by_their_messages():
+    with ScriptedServer(handler()) as server:
+        reward = make_reward(server)
+        prompts = [[{"role": "user", "content": "Question q9: what is 6*7?"}]] * 2
+        rewards = asyncio.run(reward(prompts=prompts, completions=["42", "41"], completion_ids=None))
+    assert rewards == pytest.approx([0.5, 0.0])
+    assert len(reward.last_group_scores) == 1
+    assert json.loads(json.dumps(reward.last_group_scores[0].model_dump()))["prompt_id"]
+
+
+def test_build_rubric_reward_wires_clients_from_config_and_never_pays_twice(tmp_path):
+    from ropd.cache import ResultCache
+    from ropd.reward import build_rubric_reward
+
+    with ScriptedServer(handler()) as server:
+        config = RunConfig.model_validate(
+            {
+                "teacher": {"model": "scripted-teacher", "num_answers": 2},
+                "judge": {"model": "scripted-judge"},
+                "output": {"dir": str(tmp_path)},
+            }
+        )
+        urls = {"teacher_base_url": server.base_url, "judge_base_url": server.base_url}
+        with ResultCache(tmp_path / "cache.sqlite") as cache:
+            reward = build_rubric_reward(config, list(PROMPTS.values()), cache, **urls)
+            first, _, _ = call(reward, ["p1"] * 4, ROLLOUTS)
+        assert {b["model"] for b in server.requests} == {"scripted-teacher", "scripted-judge"}
+        assert next(b for b in server.requests if is_judge_request(b))["temperature"] == 0.0
+        paid = len(server.requests)
+        with ResultCache(tmp_path / "cache.sqlite") as cache:
+            again = build_rubric_reward(config, PROMPTS, cache, **urls)
+            second, metrics, _ = call(again, ["p1"] * 4, ROLLOUTS)
+        assert len(server.requests) == paid  # teacher answers, rubric and verdicts all came from the cache
+    assert first == second == pytest.approx(EXPECTED)
+    assert metrics["rubric/cache_hit_rate"] == 1.0
+    assert set(again.usage_by_role()) == {"teacher", "rubricator", "judge"}
