@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -67,7 +68,9 @@ def load_request(path: str, model: type[BaseModel]) -> BaseModel:
 
 
 def _judge_config(args: argparse.Namespace, template_field: str) -> JudgeConfig:
-    fields = {"model": args.model, "base_url": args.base_url, "timeout": args.timeout}
+    """The judge settings of a one-off call; with a base URL (flag or OPENAI_BASE_URL) the model name passes verbatim."""
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or None
+    fields = {"model": args.model, "base_url": base_url, "timeout": args.timeout}
     if args.template:
         fields[template_field] = args.template
     try:

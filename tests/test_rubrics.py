@@ -126,12 +126,12 @@ def test_cli_rubric_prints_the_rubric_json(tmp_path, capsys, monkeypatch):
     path = write_input(tmp_path, {"question": QUESTION, "teacher_answers": TEACHER, "student_answers": STUDENTS})
     with ScriptedServer(sequence(rubric_json(GOOD))) as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-        code = main(["rubric", "--input", path, "--model", "served-name", "--template", "rubricator_categories", "--timeout", "5"])
+        code = main(["rubric", "--input", path, "--model", "org/served-name", "--template", "rubricator_categories", "--timeout", "5"])
     out = capsys.readouterr()
     assert code == 0
     rubric = json.loads(out.out)
     assert [c["points"] for c in rubric["criteria"]] == [5, 3, 1, 2]
-    assert server.requests[0]["model"] == "served-name"
+    assert server.requests[0]["model"] == "org/served-name"  # passed verbatim to the OPENAI_BASE_URL server
     assert server.requests[0]["temperature"] == 0.0  # the judge config's default, not the teacher's sampling
     assert "pitfall" in user_text(server.requests[0])
 
