@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -76,7 +77,7 @@ async def run(args: argparse.Namespace, base_url: str, stats: Callable[[], dict]
     prompts = [[m.model_dump() for m in row.prompt] for row in rows for _ in range(args.rollouts)]
     completions = [[{"role": "assistant", "content": ROLLOUTS[j % len(ROLLOUTS)]}] for _ in rows for j in range(args.rollouts)]
     metrics: dict[str, float] = {}
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     rewards = await reward(
         prompts=prompts,
         completions=completions,
@@ -85,7 +86,7 @@ async def run(args: argparse.Namespace, base_url: str, stats: Callable[[], dict]
         trainer_state=SimpleNamespace(global_step=0),
         log_metric=metrics.__setitem__,
     )
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     after = stats()
 
     retries = reward.rubric_client.usage.retries + reward.judge_client.usage.retries
@@ -93,6 +94,8 @@ async def run(args: argparse.Namespace, base_url: str, stats: Callable[[], dict]
     print(f"       concurrency limit {args.concurrency} per client (rubricator and judge each); endpoint in its own process")
     print(f"teacher prefetch (cached before training): {teacher_seconds:.2f} s")
     print(f"reward call wall time: {wall:.2f} s  (one call after another: {2 * args.groups * args.latency:.0f} s)")
+    load = f"1-minute load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    print(f"  CPU time of this process during the call: {cpu:.2f} s ({load})")
     print(f"  requests: {after['requests'] - before} (retries {retries}), most in flight at once: {after['max_in_flight']}")
     print(f"  mean per group: time/rubric {metrics['time/rubric']:.2f} s, time/judge {metrics['time/judge']:.2f} s")
     print(f"  reward mean {metrics['rubric/reward_mean']:.3f}; rollouts without a reward: {sum(r is None for r in rewards)}")
