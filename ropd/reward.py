@@ -13,6 +13,7 @@ for every rollout (TRL skips it), never a silent 0.
 from __future__ import annotations
 
 import asyncio
+import logging
 import statistics
 import time
 from collections.abc import Iterable
@@ -29,6 +30,8 @@ from ropd.teacher import TeacherError, build_teacher_pool, needs_local_server
 from ropd.types import GroupScore, PromptRow, Rubric, Usage
 
 PHASES = ("teacher", "rubric", "judge")
+
+log = logging.getLogger(__name__)
 
 
 class TeacherAnswers(Protocol):
@@ -120,6 +123,8 @@ class RubricReward:
     ) -> list[float | None]:
         step = trainer_state.global_step if trainer_state is not None else self._calls
         self._calls += 1
+        if not completions:
+            return []
         ids = [str(i) for i in columns["id"]] if columns.get("id") is not None else [prompt_id(p) for p in prompts]
         texts = [completion_text(c) for c in completions]
         groups = group_indices(ids)
@@ -159,7 +164,7 @@ class RubricReward:
             references = [a for a in await self.teacher.answers(row) if final_text(a)]
             run.seconds["teacher"] = time.monotonic() - clock
             if not references:
-                raise LLMError(f"no usable teacher answer for prompt '{row.id}' (all empty after the last </think>)")
+                raise TeacherError(f"no usable teacher answer for prompt '{row.id}' (all empty after the last </think>)")
 
             phase, clock = "rubric", time.monotonic()
             rubric = self.store.get(row.id, step)
@@ -176,6 +181,7 @@ class RubricReward:
         except (LLMError, TeacherError) as exc:
             run.failed_phase = phase
             run.score.error = f"{phase}: {exc}"
+            log.warning("prompt '%s': no reward for its %d rollouts this step (%s)", row.id, len(rollouts), run.score.error)
             return run
         run.score = _group_score(row.id, rubric, [v.met for v in verdicts], len(rollouts))
         run.final_answers = [_evidence(v.model_extra) for v in verdicts[: len(rollouts)]]

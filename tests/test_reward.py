@@ -226,3 +226,24 @@ def test_build_rubric_reward_wires_clients_from_config_and_never_pays_twice(tmp_
     assert first == second == pytest.approx(EXPECTED)
     assert metrics["rubric/cache_hit_rate"] == 1.0
     assert set(again.usage_by_role()) == {"teacher", "rubricator", "judge"}
+
+
+def test_teacher_answers_with_unfinished_reasoning_fail_the_group_loudly(caplog):
+    base = handler()
+
+    def respond(body):
+        return base(body) if "<<<BEGIN" in user_text(body) else "<think>still thinking when max_tokens hit"
+
+    with ScriptedServer(respond) as server, caplog.at_level("WARNING", logger="ropd.reward"):
+        reward = make_reward(server)
+        rewards, metrics, _ = call(reward, ["p1"] * 4, ROLLOUTS)
+    assert rewards == [None] * 4
+    assert metrics["rubric/teacher_failure_rate"] == 1.0
+    assert "no usable teacher answer for prompt 'p1'" in reward.last_group_scores[0].error
+    assert "prompt 'p1': no reward for its 4 rollouts" in caplog.text
+    assert not any("<<<BEGIN" in user_text(b) for b in server.requests)  # no rubric or judge call was paid for
+
+
+def test_an_empty_batch_gets_no_rewards():
+    reward = RubricReward(RunConfig(), None, None, None, PROMPTS)  # type: ignore[arg-type]
+    assert asyncio.run(reward(prompts=[], completions=[], completion_ids=[])) == []
