@@ -160,6 +160,7 @@ class Job:
     generator: torch.Generator
     future: Future = field(default_factory=Future)
     outputs: list[Completion | None] = field(default_factory=list)
+    abandoned: bool = False
 
     def __post_init__(self) -> None:
         self.outputs = [None] * self.n
@@ -250,6 +251,7 @@ class Engine:
         self.logits: torch.Tensor | None = None
         self.peak_rows = 0
         self.completed_requests = 0
+        self.abandoned_requests = 0
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="ropd-serve-engine", daemon=True)
 
@@ -338,7 +340,9 @@ class Engine:
                 break
         while self.waiting and (not self.rows or len(self.rows) + self.waiting[0].n <= self.max_batch_size):
             job = self.waiting.popleft()
-            if job.future.set_running_or_notify_cancel():
+            if job.abandoned:
+                self.abandoned_requests += 1
+            elif job.future.set_running_or_notify_cancel():
                 self._prefill(job)
 
     def _prefill(self, job: Job) -> None:
@@ -374,7 +378,8 @@ class Engine:
         tokens = self._sample()
         for row, token in zip(self.rows, tokens.tolist(), strict=True):
             self._advance(row, token)
-        keep = [i for i, row in enumerate(self.rows) if row.finish_reason is None and not row.job.future.cancelled()]
+        keep = [i for i, row in enumerate(self.rows) if row.finish_reason is None and not row.job.abandoned]
+        self.abandoned_requests += len({id(row.job) for row in self.rows if row.job.abandoned})
         for row in self.rows:
             if row.finish_reason is not None:
                 self._finish(row)
@@ -514,8 +519,10 @@ def create_app(
             "status": "ok",
             "model": name,
             "pid": os.getpid(),
+            "active_rows": len(engine.rows),
             "peak_batch_rows": engine.peak_rows,
             "completed_requests": engine.completed_requests,
+            "abandoned_requests": engine.abandoned_requests,
         }
 
     @app.get("/v1/models")
@@ -523,7 +530,7 @@ def create_app(
         return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "ropd"}]}
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: ChatRequest) -> dict[str, Any]:
+    async def chat_completions(request: ChatRequest, connection: Request) -> dict[str, Any]:
         if request.model != name:
             raise APIError(
                 404, f"The model `{request.model}` does not exist; this server serves `{name}`", param="model", code="model_not_found"
@@ -531,10 +538,7 @@ def create_app(
         if request.stream:
             raise APIError(400, "stream=true is not supported by this server; send stream=false", param="stream")
         job = await run_in_threadpool(engine.make_job, request)
-        try:
-            outputs: list[Completion] = await asyncio.wrap_future(engine.submit(job))
-        except Exception as exc:
-            raise APIError(500, f"generation failed: {exc}") from exc
+        outputs = await _outputs_unless_disconnected(job, engine.submit(job), connection)
         completion_tokens = sum(o.tokens for o in outputs)
         return {
             "id": f"chatcmpl-{secrets.token_hex(12)}",
@@ -553,6 +557,21 @@ def create_app(
         }
 
     return app
+
+
+async def _outputs_unless_disconnected(job: Job, future: Future, connection: Request) -> list[Completion]:
+    """Wait for a job's outputs; if the client goes away (or the server stops), the engine drops the job."""
+    outputs = asyncio.wrap_future(future)
+    try:
+        while not (await asyncio.wait({outputs}, timeout=1.0))[0]:
+            if await connection.is_disconnected():
+                raise APIError(499, "the client closed the connection before the completion was ready")
+        return outputs.result()
+    except (APIError, asyncio.CancelledError):
+        job.abandoned = True
+        raise
+    except Exception as exc:
+        raise APIError(500, f"generation failed: {exc}") from exc
 
 
 def run_server(
@@ -575,17 +594,20 @@ def run_server(
     if threads:
         torch.set_num_threads(threads)
     app = create_app(model, served_name=served_name, dtype=dtype, max_batch_size=max_batch_size, models=models)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5))
     if exit_on_stdin_eof:
         threading.Thread(target=_exit_when_stdin_closes, args=(server,), daemon=True).start()
     server.run()
 
 
 def _exit_when_stdin_closes(server) -> None:
-    """Stop the server when the parent that started it goes away (its end of our stdin closes)."""
+    """Exit when the parent that started us goes away (its end of our stdin closes): nobody awaits our answers."""
     while sys.stdin.buffer.read(1 << 16):
         pass
+    log.info("stdin closed: the parent process is gone; exiting")
     server.should_exit = True
+    time.sleep(8)
+    os._exit(0)
 
 
 # --- a server as a subprocess ---------------------------------------------------------------------

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -58,6 +61,23 @@ def assert_no_free_whitespace(content: str) -> None:
     """Outside string values, only the single space after ',' and ':' may appear."""
     skeleton = re.sub(r'"(?:[^"\\]|\\.)*"', '""', content).replace(", ", ",").replace(": ", ":")
     assert not re.search(r"\s", skeleton), content
+
+
+def process_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in status)
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def health(base_url: str) -> dict:
@@ -146,6 +166,15 @@ def test_concurrent_requests_share_batches_and_match_solo_results(client, tiny_u
     assert health(tiny_url)["peak_batch_rows"] >= 2
 
 
+def test_a_client_that_gives_up_frees_the_batch(tiny_url):
+    impatient = openai.OpenAI(base_url=tiny_url, api_key="unused", max_retries=0, timeout=1.0)
+    abandoned = health(tiny_url)["abandoned_requests"]
+    with pytest.raises(openai.APITimeoutError):
+        impatient.chat.completions.create(model="tiny-random", messages=QUESTION, n=16, max_tokens=2000, temperature=1.0)
+    assert wait_for(lambda: health(tiny_url)["active_rows"] == 0, 10), "the server kept decoding for a client that left"
+    assert health(tiny_url)["abandoned_requests"] == abandoned + 1
+
+
 def test_unknown_model_is_404(client):
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="gpt-4o", messages=QUESTION, max_tokens=2)
@@ -171,6 +200,28 @@ def test_local_server_stops_its_process_on_errors(tmp_path):
     with pytest.raises(OSError):
         health(url)
     assert "Uvicorn running" in log_path.read_text()
+
+
+PARENT = """
+import json, sys, urllib.request, openai
+from ropd.serve import local_server
+with local_server("tiny-random", threads=1) as url:
+    print(json.load(urllib.request.urlopen(url.removesuffix("/v1") + "/health"))["pid"], flush=True)
+    client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+    client.chat.completions.create(model="tiny-random", messages=[{"role": "user", "content": "hi"}], n=16, max_tokens=2000)
+"""
+
+
+@pytest.mark.slow
+def test_server_exits_when_its_parent_is_killed():
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    try:
+        server_pid = int(parent.stdout.readline())
+        time.sleep(1.0)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert wait_for(lambda: not process_running(server_pid), 20), "the server outlived the process that started it"
 
 
 def test_local_server_reports_a_failed_start(tmp_path):
