@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -233,8 +234,12 @@ def prepare_output_dir(config: RunConfig) -> tuple[Path, Path | None]:
     return out, checkpoint
 
 
-def train(config: RunConfig) -> Path:
-    """Run one training job; return the folder of the final model."""
+def train(config: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
+    """Run one training job; return the folder of the final model.
+
+    `callbacks` are added to the trainer after ropd's own (e.g. `ropd.bench`'s in-run held-out evaluation).
+    Usage by role (tokens, requests, cost) is written to <output dir>/usage.json at the end.
+    """
     from ropd.cache import ResultCache
 
     out, checkpoint = prepare_output_dir(config)
@@ -252,10 +257,13 @@ def train(config: RunConfig) -> Path:
         rewards = reward_functions(config, prompts, cache, urls)
         trainer = build_trainer(config, model, tokenizer, to_dataset(prompts), rewards, teacher)
         trainer.add_callback(StepLog(out / "metrics.jsonl"))
+        for callback in callbacks:
+            trainer.add_callback(callback)
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         final = out / "final"
         trainer.save_model(str(final))
         tokenizer.save_pretrained(str(final))
+    write_usage(rewards, out / "usage.json")
     print_run_summary(rewards, time.perf_counter() - started, final)
     return final
 
@@ -291,6 +299,16 @@ def build_trainer(config: RunConfig, model, tokenizer, dataset, rewards: list, t
             method_config=config.method,
         )
     return TimedGRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset, processing_class=tokenizer)
+
+
+def write_usage(rewards: list, path: Path) -> None:
+    """Tokens, requests and cost by role (teacher, rubricator, judge) of the run's reward functions, as JSON."""
+    usage = {}
+    for reward in rewards:
+        by_role = getattr(reward, "usage_by_role", None)
+        if by_role is not None:
+            usage.update({role: u.model_dump() for role, u in by_role().items()})
+    path.write_text(json.dumps(usage, indent=2) + "\n")
 
 
 def print_run_summary(rewards: list, seconds: float, final: Path) -> None:
