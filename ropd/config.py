@@ -103,6 +103,27 @@ class JudgeConfig(EndpointConfig):
         default=None, ge=1, description="Judge at most this many answers per call (unset: the whole group in one call)."
     )
     score_teacher_answers: bool = Field(default=True, description="Judge the teacher answers too, for diagnostics only.")
+    mode: Literal["group", "single", "consistency"] = Field(
+        default="group",
+        description="How answers are judged: group = all answers of a prompt in one call (as published); single = one call per "
+        "answer; consistency = consistency_samples sampled verdicts per call, each criterion decided by majority.",
+    )
+    consistency_samples: int = Field(default=3, ge=1, description="consistency mode: sampled verdicts per judge call (n).")
+    consistency_temperature: float = Field(
+        default=0.7, gt=0.0, description="consistency mode: sampling temperature of the judge (rubrics keep `temperature`)."
+    )
+    expected_evidence: bool = Field(
+        default=False,
+        description="Have the judge copy the final result the rubric requires, then each answer's final result, before its "
+        "booleans (helps small judges tell right from wrong).",
+    )
+    consensus_criterion: bool = Field(
+        default=False,
+        description="Add a criterion checked by code, not the judge: the answer's final result equals the one a majority of "
+        "the teacher answers give (math-verify). Left out for a prompt whose teacher answers have no majority.",
+    )
+    consensus_points: int = Field(default=5, ge=1, description="Points of the consensus criterion.")
+
 
     @model_validator(mode="after")
     def _ranges(self) -> JudgeConfig:

@@ -1,28 +1,48 @@
-"""The judge: checks every answer of a group against a rubric in one batched call.
+"""The judge: checks every answer of a group against a rubric.
 
 Answers are shuffled deterministically (seeded by the caller, e.g. prompt id and step), labelled
 Answer 1..N, and embedded between boundary lines the answers cannot forge. The reply must hold one
 verdict per label with one boolean per criterion; anything else is re-asked. Verdicts are mapped
 back to input order, and the reward is computed here from the booleans: any total the judge
 reports is ignored.
+
+Modes (`judge.mode`): "group" judges the whole group in one call (as published); "single" makes one
+call per answer; "consistency" draws `consistency_samples` verdicts per call (one request with `n`)
+and decides each criterion by majority. A code-checked consensus criterion can be added after the
+judge has spoken (`with_consensus`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ropd.config import JudgeConfig
+from ropd.config import EndpointConfig, JudgeConfig
+from ropd.llm import extract_json
 from ropd.prompts import VERIFIER_VARIABLES, LabelledText, boundary_code, final_text, load_template
+from ropd.rubrics import consensus_criterion, meets_consensus
 from ropd.types import JudgeOutput, Rubric, Verdict
 
 if TYPE_CHECKING:
     from ropd.llm import LLMClient
 
 EVIDENCE_MAX_CHARS = 24
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JudgeTally:
+    """Consistency-mode bookkeeping: verdict samples drawn, how many were complete, calls that fell back to one verdict."""
+
+    samples: int = 0
+    valid_samples: int = 0
+    fallbacks: int = 0
 
 
 class JudgeRequest(BaseModel):
@@ -61,22 +81,20 @@ def shuffled_order(n: int, seed: int | str) -> list[int]:
     return order
 
 
-def verdict_schema(num_answers: int, num_criteria: int) -> dict[str, Any]:
-    """The JSON schema sent to the judge: a short final-answer field before the booleans.
+def verdict_schema(num_answers: int, num_criteria: int, expected: bool = False) -> dict[str, Any]:
+    """The JSON schema sent to the judge: short evidence fields before the booleans.
 
-    Writing the answer's final result first is what makes small judges discriminate; the contract
-    only requires `answer` and `met`, so replies from servers that ignore the schema still parse.
+    Writing the answer's final result first (and, with `expected`, the final result the rubric
+    requires just before it) is what makes small judges discriminate; the contract only requires
+    `answer` and `met`, so replies from servers that ignore the schema still parse.
     """
-    verdict = {
-        "type": "object",
-        "properties": {
-            "answer": {"type": "integer", "minimum": 1, "maximum": num_answers},
-            "final_answer": {"type": "string", "maxLength": EVIDENCE_MAX_CHARS},
-            "met": {"type": "array", "items": {"type": "boolean"}, "minItems": num_criteria, "maxItems": num_criteria},
-        },
-        "required": ["answer", "final_answer", "met"],
-        "additionalProperties": False,
-    }
+    evidence = {"type": "string", "maxLength": EVIDENCE_MAX_CHARS}
+    properties: dict[str, Any] = {"answer": {"type": "integer", "minimum": 1, "maximum": num_answers}}
+    if expected:
+        properties["expected"] = evidence
+    properties["final_answer"] = evidence
+    properties["met"] = {"type": "array", "items": {"type": "boolean"}, "minItems": num_criteria, "maxItems": num_criteria}
+    verdict = {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
     return {
         "type": "object",
         "properties": {"verdicts": {"type": "array", "items": verdict, "minItems": num_answers, "maxItems": num_answers}},
@@ -117,8 +135,16 @@ def verifier_messages(question: str, rubric: Rubric, answers: list[str], cfg: Ju
         boundary=boundary,
         num_answers=len(items),
         num_criteria=len(rubric.criteria),
+        expected_evidence=cfg.expected_evidence,
     )
     return messages, template.hash
+
+
+def judge_endpoint(endpoint: EndpointConfig, cfg: JudgeConfig) -> EndpointConfig:
+    """The judge's endpoint for its mode: consistency samples at `consistency_temperature`, the other modes as configured."""
+    if cfg.mode != "consistency":
+        return endpoint
+    return endpoint.model_copy(update={"temperature": cfg.consistency_temperature})
 
 
 async def _judge_call(client: LLMClient, question: str, rubric: Rubric, answers: list[str], cfg: JudgeConfig) -> list[Verdict]:
@@ -128,34 +154,107 @@ async def _judge_call(client: LLMClient, question: str, rubric: Rubric, answers:
     output = await client.chat_json(
         messages,
         JudgeOutput,
-        json_schema=verdict_schema(n, k),
+        json_schema=verdict_schema(n, k, cfg.expected_evidence),
         check=lambda out: check_verdicts(out, n, k),
         key_extra={"kind": "verdicts", "template": template_hash},
     )
+    return _in_label_order(output, n)
+
+
+def _in_label_order(output: JudgeOutput, n: int) -> list[Verdict]:
     by_label = {v.answer: v for v in output.verdicts}
     return [by_label[i] for i in range(1, n + 1)]
 
 
+def parse_verdicts(text: str, num_answers: int, num_criteria: int) -> JudgeOutput | None:
+    """A complete JudgeOutput from one raw judge reply, or None when it does not parse or is incomplete."""
+    try:
+        output = JudgeOutput.model_validate(extract_json(text))
+        check_verdicts(output, num_answers, num_criteria)
+    except (ValueError, ValidationError):
+        return None
+    return output
+
+
+def majority_verdicts(outputs: list[JudgeOutput], num_answers: int) -> list[Verdict]:
+    """Per answer and criterion, met when more than half of the sampled verdicts say so (a tie is not met).
+
+    Each verdict keeps the evidence fields of the first sample, plus `votes`: per criterion, how many samples said met.
+    """
+    ordered = [_in_label_order(output, num_answers) for output in outputs]
+    merged = []
+    for label in range(num_answers):
+        samples = [verdicts[label] for verdicts in ordered]
+        votes = [sum(column) for column in zip(*(v.met for v in samples), strict=True)]
+        extra = {**(samples[0].model_extra or {}), "votes": votes}
+        merged.append(Verdict(answer=label + 1, met=[2 * v > len(samples) for v in votes], **extra))
+    return merged
+
+
+async def _consistency_call(
+    client: LLMClient, question: str, rubric: Rubric, answers: list[str], cfg: JudgeConfig, tally: JudgeTally | None
+) -> list[Verdict]:
+    """`consistency_samples` verdicts from one request (n), merged by majority; one ordinary call when none is complete."""
+    messages, template_hash = verifier_messages(question, rubric, answers, cfg)
+    n, k = len(answers), len(rubric.criteria)
+    texts = await client.chat(
+        messages,
+        n=cfg.consistency_samples,
+        key_extra={"kind": "verdict-samples", "template": template_hash},
+        json_schema=verdict_schema(n, k, cfg.expected_evidence),
+    )
+    outputs = [out for out in (parse_verdicts(t, n, k) for t in texts) if out is not None]
+    if tally is not None:
+        tally.samples += len(texts)
+        tally.valid_samples += len(outputs)
+    if outputs:
+        return majority_verdicts(outputs, n)
+    log.info("%s: none of %d sampled verdicts was complete; asking for one verdict with re-asks", client.role, len(texts))
+    if tally is not None:
+        tally.fallbacks += 1
+    return await _judge_call(client, question, rubric, answers, cfg)
+
+
 async def judge_verdicts(
-    client: LLMClient, question: str, rubric: Rubric, answers: list[str], cfg: JudgeConfig, seed: int | str
+    client: LLMClient,
+    question: str,
+    rubric: Rubric,
+    answers: list[str],
+    cfg: JudgeConfig,
+    seed: int | str,
+    tally: JudgeTally | None = None,
 ) -> list[Verdict]:
     """Verdicts for `answers`, in input order (each keeps the label it was shown under).
 
-    The answers are shuffled by `seed`, then judged in one call, or in calls of `cfg.chunk_size`
-    answers run concurrently. Raises LLMError when any call yields no valid verdicts.
+    The answers are shuffled by `seed`, then judged in one call, in calls of `cfg.chunk_size`
+    answers, or one call per answer (mode "single"), calls running concurrently; in mode
+    "consistency" each call draws several verdicts (the client should sample: see `judge_endpoint`).
+    Raises LLMError when any call yields no valid verdicts.
     """
     if not answers:
         return []
     order = shuffled_order(len(answers), seed)
     shown = [answers[i] for i in order]
-    size = cfg.chunk_size or len(shown)
+    size = 1 if cfg.mode == "single" else cfg.chunk_size or len(shown)
     chunks = [shown[start : start + size] for start in range(0, len(shown), size)]
-    results = await asyncio.gather(*(_judge_call(client, question, rubric, chunk, cfg) for chunk in chunks))
+    if cfg.mode == "consistency":
+        calls = [_consistency_call(client, question, rubric, chunk, cfg, tally) for chunk in chunks]
+    else:
+        calls = [_judge_call(client, question, rubric, chunk, cfg) for chunk in chunks]
+    results = await asyncio.gather(*calls)
     flat = [v for chunk in results for v in chunk]
     verdicts: list[Verdict | None] = [None] * len(answers)
     for position, original in enumerate(order):
         verdicts[original] = flat[position]
     return verdicts  # type: ignore[return-value]
+
+
+def with_consensus(
+    rubric: Rubric, met: list[list[bool]], answers: list[str], consensus: str, points: int
+) -> tuple[Rubric, list[list[bool]]]:
+    """The rubric plus the code-checked consensus criterion (last), and each answer's booleans with its check appended."""
+    extended = Rubric(criteria=[*rubric.criteria, consensus_criterion(rubric, consensus, points)])
+    return extended, [[*m, meets_consensus(a, consensus)] for m, a in zip(met, answers, strict=True)]
 
 
 async def judge_answers(

@@ -233,15 +233,21 @@ class LLMClient:
 
     # --- public calls ---------------------------------------------------------------------------------
 
-    async def chat(self, messages: list[dict], *, n: int = 1, key_extra: dict | None = None) -> list[str]:
-        """`n` completions of `messages`, each cached as its own sample the moment it arrives."""
+    async def chat(self, messages: list[dict], *, n: int = 1, key_extra: dict | None = None, json_schema: dict | None = None) -> list[str]:
+        """`n` completions of `messages`, each cached as its own sample the moment it arrives.
+
+        With `json_schema`, the samples are asked for under the strictest response_format the server
+        accepts (as in chat_json) but returned unvalidated: the caller parses them.
+        """
+        if json_schema is not None:
+            key_extra = {**(key_extra or {}), "json_schema": json_schema}
         keys = [self._chat_key(messages, key_extra, i) for i in range(n)]
         texts = self.lookup_chat(messages, n=n, key_extra=key_extra)
         self.usage.cache_hits += sum(t is not None for t in texts)
         missing = [i for i, t in enumerate(texts) if t is None]
         if missing:
             try:
-                await self._fill(messages, keys, texts, missing)
+                await self._fill(messages, keys, texts, missing, json_schema)
             except LLMError:
                 self.usage.failures += 1
                 raise
@@ -291,10 +297,12 @@ class LLMClient:
     def _chat_key(self, messages: list[dict], key_extra: dict | None, sample: int) -> str:
         return ResultCache.make_key(kind="chat", fingerprint=self.fingerprint, messages=messages, extra=key_extra, sample=sample)
 
-    async def _fill(self, messages: list[dict], keys: list[str], texts: list[str | None], missing: list[int]) -> None:
+    async def _fill(
+        self, messages: list[dict], keys: list[str], texts: list[str | None], missing: list[int], json_schema: dict | None = None
+    ) -> None:
         """Fetch the missing samples: one request with `n` where the server honours it, else one request each."""
         if len(missing) > 1 and self._n_honoured is not False:
-            response, spent = await self._create(messages, n=len(missing), seed=self._sample_seed(missing[0]))
+            response, spent = await self._sample_request(messages, len(missing), self._sample_seed(missing[0]), json_schema)
             choices = [c.message.content or "" for c in response.choices]
             self._n_honoured = len(choices) >= len(missing)
             if not self._n_honoured:
@@ -302,11 +310,18 @@ class LLMClient:
             for index, text in zip(missing, choices, strict=False):
                 self._store_sample(keys[index], texts, index, text, spent.share(len(choices)))
             missing = [i for i in missing if texts[i] is None]
-        await asyncio.gather(*(self._fetch_sample(messages, keys, texts, i) for i in missing))
+        await asyncio.gather(*(self._fetch_sample(messages, keys, texts, i, json_schema) for i in missing))
 
-    async def _fetch_sample(self, messages: list[dict], keys: list[str], texts: list[str | None], index: int) -> None:
-        response, spent = await self._create(messages, n=1, seed=self._sample_seed(index))
+    async def _fetch_sample(
+        self, messages: list[dict], keys: list[str], texts: list[str | None], index: int, json_schema: dict | None = None
+    ) -> None:
+        response, spent = await self._sample_request(messages, 1, self._sample_seed(index), json_schema)
         self._store_sample(keys[index], texts, index, response.choices[0].message.content or "", spent.share(1))
+
+    async def _sample_request(self, messages: list[dict], n: int, seed: int | None, json_schema: dict | None):
+        if json_schema is None:
+            return await self._create(messages, n=n, seed=seed)
+        return await self._create_json(messages, json_schema, "output", n=n, seed=seed)
 
     def _sample_seed(self, index: int) -> int | None:
         """Sample i is drawn with seed + i, so separately requested samples differ and each has its own seed."""
@@ -355,11 +370,17 @@ class LLMClient:
 
     async def _json_request(self, messages: list[dict], json_schema: dict, name: str) -> tuple[str, str | None, _Spent]:
         """One completion (text, finish reason, cost), asking for the strictest response_format this server has not rejected."""
+        response, spent = await self._create_json(messages, json_schema, name)
+        choice = response.choices[0]
+        return choice.message.content or "", choice.finish_reason, spent
+
+    async def _create_json(self, messages: list[dict], json_schema: dict, name: str, *, n: int = 1, seed: int | None = None):
+        """_create under the strictest response_format this server has not rejected."""
         first_mode = self._json_mode
         while True:
             mode = self._json_mode
             try:
-                response, spent = await self._create(messages, n=1, response_format=self._response_format(mode, json_schema, name))
+                return await self._create(messages, n=n, seed=seed, response_format=self._response_format(mode, json_schema, name))
             except _Rejected:
                 self._json_mode = max(self._json_mode, mode + 1)
                 log.info("%s: the server rejected response_format %s; trying %s", self.role, JSON_MODES[mode], JSON_MODES[mode + 1])
@@ -368,8 +389,6 @@ class LLMClient:
                 if mode > first_mode and JSON_MODES[mode] == "text":  # plain requests fail too: the 400 was not about response_format
                     self._json_mode = first_mode
                 raise
-            choice = response.choices[0]
-            return choice.message.content or "", choice.finish_reason, spent
 
     @staticmethod
     def _response_format(mode: int, json_schema: dict, name: str) -> dict | None:

@@ -31,7 +31,7 @@ TEMPLATE_SUFFIX = ".jinja"
 RUBRIC_VARIABLES = frozenset(
     {"question", "references", "students", "boundary", "extra_instructions", "min_criteria", "max_criteria", "min_points", "max_points"}
 )
-VERIFIER_VARIABLES = frozenset({"question", "criteria", "answers", "boundary", "num_answers", "num_criteria"})
+VERIFIER_VARIABLES = frozenset({"question", "criteria", "answers", "boundary", "num_answers", "num_criteria", "expected_evidence"})
 
 
 class TemplateError(ConfigError):

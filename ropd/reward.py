@@ -7,7 +7,9 @@ Per prompt group: k teacher answers (cached) -> a rubric induced from teacher an
 rollouts (or reused, per `judge.rubric_refresh`) -> one batched judge call over the rollouts and
 the teacher answers -> reward = sum(points of met criteria) / sum(points). Groups are scored
 concurrently. A group whose teacher answers, rubric or verdicts failed after all retries gets None
-for every rollout (TRL skips it), never a silent 0.
+for every rollout (TRL skips it), never a silent 0. When the prompts carry reference answers, each
+call also logs how well the rewards separate correct from incorrect answers (quality/*); the
+references never touch the rewards.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from typing import Any, Protocol
 
 from ropd.config import EndpointConfig, RunConfig
 from ropd.data import prompt_id
-from ropd.judge import judge_verdicts, rubric_reward
+from ropd.eval import is_correct
+from ropd.judge import judge_endpoint, judge_verdicts, rubric_reward, with_consensus
 from ropd.llm import LLMClient, LLMError
 from ropd.prompts import final_text
-from ropd.rubrics import RubricStore, induce_rubric
+from ropd.quality import pair_counts, roc_auc
+from ropd.rubrics import RubricStore, consensus_answer, induce_rubric
 from ropd.teacher import TeacherError, build_teacher_pool, needs_local_server
 from ropd.types import GroupScore, PromptRow, Rubric, Usage
 
@@ -50,6 +54,10 @@ class GroupRun:
     seconds: dict[str, float] = field(default_factory=dict)
     rubric_reused: bool = False
     final_answers: list[str | None] = field(default_factory=list)
+    teacher_answers: list[str] = field(default_factory=list)
+    correct: list[bool] | None = None  # rollouts checked against the prompt's reference answer, when it has one
+    teacher_correct: list[bool] | None = None
+
 
 
 def completion_text(completion: Any) -> str:
@@ -140,6 +148,9 @@ class RubricReward:
                 rewards[index] = value
         self.last_runs = list(runs)
         self.last_group_scores = [run.score for run in runs]
+        references = columns.get("answer")
+        for run in runs:
+            self._check_against_reference(run, [texts[i] for i in run.indices], references[run.indices[0]] if references else None)
         if log_metric is not None:
             for name, value in self.metrics(runs).items():
                 log_metric(name, value)
@@ -153,6 +164,17 @@ class RubricReward:
 
     def _row(self, pid: str, prompt: Any) -> PromptRow:
         return self.prompts.get(pid) or _prompt_row(pid, prompt)
+
+    def _check_against_reference(self, run: GroupRun, rollouts: list[str], column_answer: Any) -> None:
+        """Label rollouts and teacher answers correct or not (the prompt row's answer, else the answer column): for metrics only."""
+        row = self.prompts.get(run.score.prompt_id)
+        reference = (row.answer if row is not None else None) or column_answer
+        if run.score.failed or reference is None or not str(reference).strip():
+            return
+        extra = (row.model_extra or {}) if row is not None else {}
+        task, metadata = extra.get("task"), extra.get("metadata")
+        run.correct = [is_correct(text, reference, task, metadata) for text in rollouts]
+        run.teacher_correct = [is_correct(text, reference, task, metadata) for text in run.teacher_answers]
 
     async def score_group(self, row: PromptRow, rollouts: list[str], step: int, indices: list[int] | None = None) -> GroupRun:
         """Teacher answers -> rubric (induced or reused) -> verdicts for one prompt group."""
@@ -183,7 +205,11 @@ class RubricReward:
             run.score.error = f"{phase}: {exc}"
             log.warning("prompt '%s': no reward for its %d rollouts this step (%s)", row.id, len(rollouts), run.score.error)
             return run
-        run.score = _group_score(row.id, rubric, [v.met for v in verdicts], len(rollouts))
+        run.teacher_answers = references
+        met = [v.met for v in verdicts]
+        if cfg.consensus_criterion and (consensus := consensus_answer(references)) is not None:
+            rubric, met = with_consensus(rubric, met, judged, consensus, cfg.consensus_points)
+        run.score = _group_score(row.id, rubric, met, len(rollouts))
         run.final_answers = [_evidence(v.model_extra) for v in verdicts[: len(rollouts)]]
         return run
 
@@ -215,6 +241,7 @@ class RubricReward:
             spent = [r.seconds[phase] for r in runs if phase in r.seconds]
             if spent:
                 out[f"time/{phase}"] = statistics.fmean(spent)
+        out.update(quality_metrics(scored))
         out.update(self._usage_metrics())
         return out
 
@@ -249,6 +276,40 @@ def _group_score(pid: str, rubric: Rubric, met: list[list[bool]], num_rollouts: 
     return GroupScore(
         prompt_id=pid, rewards=scores[:num_rollouts], verdicts=met[:num_rollouts], teacher_scores=scores[num_rollouts:], rubric=rubric
     )
+
+
+def quality_metrics(runs: list[GroupRun]) -> dict[str, float]:
+    """How well the rewards of groups with a reference answer separate correct from incorrect answers (see ropd.quality).
+
+    quality/auc and quality/pairwise_acc (ties count as misses; quality/pairwise_ties is their share) rank the
+    rollouts; the *_with_teacher variants add the judged teacher answers to each group. Undefined values are left out.
+    """
+    labelled = [r for r in runs if r.correct is not None and r.score.rewards is not None]
+    if not labelled:
+        return {}
+    student = [(r.score.rewards or [], r.correct or []) for r in labelled]
+    out: dict[str, float] = {"quality/student_correct_rate": _mean([y for _, labels in student for y in labels])}
+    teacher_labels = [y for r in labelled for y in r.teacher_correct or []]
+    if teacher_labels:
+        out["quality/teacher_correct_rate"] = _mean(teacher_labels)
+    both = [
+        (scores + r.score.teacher_scores, labels + (r.teacher_correct or []))
+        for r, (scores, labels) in zip(labelled, student, strict=True)
+        if len(r.score.teacher_scores) == len(r.teacher_correct or [])
+    ]
+    for suffix, groups in (("", student), ("_with_teacher", both if teacher_labels else [])):
+        auc = roc_auc([s for scores, _ in groups for s in scores], [y for _, labels in groups for y in labels]) if groups else None
+        if auc is not None:
+            out[f"quality/auc{suffix}"] = auc
+        counts = pair_counts(groups)
+        if counts.pairs:
+            out[f"quality/pairwise_acc{suffix}"] = counts.wins / counts.pairs
+            out[f"quality/pairwise_ties{suffix}"] = counts.ties / counts.pairs
+    return out
+
+
+def _mean(values: list[bool]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 def _evidence(extra: dict[str, Any] | None) -> str | None:
@@ -289,5 +350,5 @@ def build_rubric_reward(
         "identity": identity,
     }
     rubric_client = LLMClient(endpoint, role="rubricator", **common)
-    judge_client = LLMClient(endpoint, role="judge", **common)
+    judge_client = LLMClient(judge_endpoint(endpoint, config.judge), role="judge", **common)
     return RubricReward(config, teacher, rubric_client, judge_client, prompts)

@@ -3,7 +3,8 @@
 `induce_rubric` renders the rubricator template, asks for JSON matching `Rubric` under a JSON schema
 built from the configured bounds, and has the client re-ask when the reply breaks them (duplicate
 ids, too few or too many criteria, points out of range, repeated criteria). `RubricStore` decides
-when a prompt's rubric is reused instead of induced again.
+when a prompt's rubric is reused instead of induced again. `consensus_answer` and
+`consensus_criterion` make the optional criterion that code, not the judge, checks.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ropd.config import JudgeConfig
+from ropd.eval import answers_match, extract_final_answer, is_correct
 from ropd.prompts import RUBRIC_VARIABLES, LabelledText, boundary_code, final_text, load_template
-from ropd.types import Rubric
+from ropd.types import Criterion, Rubric
 
 if TYPE_CHECKING:
     from ropd.llm import LLMClient
 
 CRITERION_MAX_CHARS = 400
+CONSENSUS_ID = "consensus"
 
 
 class RubricRequest(BaseModel):
@@ -110,6 +113,32 @@ async def induce_rubric(
         check=lambda rubric: check_rubric(rubric, cfg),
         key_extra={"kind": "rubric", "template": template_hash, "bounds": bounds},
     )
+
+
+def consensus_answer(teacher_answers: list[str]) -> str | None:
+    """The final answer more than half of the teacher answers give (compared as numbers or mathematics), else None.
+
+    None also when there are no teacher answers; with one teacher answer, its final answer.
+    """
+    finals = [extract_final_answer(a) for a in teacher_answers]
+    given = [f for f in finals if f is not None]
+    for candidate in given:
+        if 2 * sum(answers_match(other, candidate) for other in given) > len(teacher_answers):
+            return candidate
+    return None
+
+
+def consensus_criterion(rubric: Rubric, answer: str, points: int) -> Criterion:
+    """The code-checked criterion "final answer equals the teachers' consensus", with an id unused in `rubric`."""
+    ids = {c.id for c in rubric.criteria}
+    cid = next(f"{CONSENSUS_ID}{i or ''}" for i in range(len(ids) + 1) if f"{CONSENSUS_ID}{i or ''}" not in ids)
+    text = f"The final answer equals {answer}, the answer most teacher answers give (checked by code, not by the judge)."
+    return Criterion(id=cid, category="correctness", text=text, points=points)
+
+
+def meets_consensus(answer_text: str, consensus: str) -> bool:
+    """Whether an answer's final answer equals the consensus answer (numbers, math-verify, normalised text)."""
+    return is_correct(answer_text, consensus)
 
 
 def refresh_interval(refresh: str | int) -> int | None:
