@@ -1,0 +1,198 @@
+"""`ropd bench`: arms, in-run held-out evaluation, results files, the headline ratio, resume, config errors.
+
+End to end with a tiny random student, a tiny random white-box teacher (served by ropd for the
+rubric arm) and a scripted rubricator/judge over real HTTP.
+"""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from judge_scripts import is_judge_request, judge_reply, rubric_json
+from scripted_server import ScriptedServer
+
+import ropd.bench as bench_module
+import ropd.training
+from ropd.bench import BenchConfig, load_bench_config, mean_curve, run_bench, sample_efficiency_ratio, samples_to_reach
+from ropd.config import ConfigError
+
+CRITERIA = [("gives a number", 3), ("is short", 1), ("shows work", 2), ("ends cleanly", 4)]
+
+
+def decide(answer: str, criterion: str) -> bool:
+    return hashlib.sha256(f"{criterion}:{answer}".encode()).digest()[0] % 2 == 0
+
+
+def scripted(body):
+    if is_judge_request(body):
+        return judge_reply(body, decide)
+    return rubric_json(CRITERIA)
+
+
+def bench_data(server_url: str, out) -> dict:
+    return {
+        "base": {
+            "teacher": {"model": "tiny-random-teacher", "num_answers": 1, "max_tokens": 8, "max_retries": 0, "temperature": 1.0},
+            "judge": {"base_url": server_url, "max_retries": 0, "max_reasks": 1},
+            "student": {"model": "tiny-random"},
+            "data": {"dataset": "reasoning-gym:gsm_symbolic?size=4&seed=0"},
+            "training": {
+                "max_steps": 3,
+                "prompts_per_step": 2,
+                "num_generations": 2,
+                "max_completion_length": 8,
+                "learning_rate": 1e-3,
+                "save_steps": 10,
+            },
+        },
+        "methods": ["ropd", "opd"],
+        "seeds": [0],
+        "judge": "scripted",
+        "eval": {"dataset": "reasoning-gym:gsm_symbolic?size=3&seed=1", "max_new_tokens": 8, "batch_size": 4},
+        "eval_every": 8,
+        "target_accuracy": 0.5,
+        "teacher_description": "tiny random weights",
+        "output_dir": str(out),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_bench_runs_arms_writes_results_and_resumes(tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    with ScriptedServer(scripted) as server:
+        bench = BenchConfig.model_validate(bench_data(server.base_url, out))
+        results = run_bench(bench)
+        judge_requests = len(server.requests)
+
+        # Every arm is evaluated at step 0, every 8 samples (2 steps of 2 prompts x 2 rollouts) and at the last step.
+        assert [(a["method"], a["seed"]) for a in results["arms"]] == [("ropd", 0), ("opd", 0)]
+        for arm in results["arms"]:
+            assert [(p["step"], p["samples"]) for p in arm["curve"]] == [(0, 0), (2, 8), (3, 12)]
+            assert arm["curve"][0]["accuracy"] == results["step0_accuracy"]
+            assert all(0.0 <= p["accuracy"] <= 1.0 for p in arm["curve"])
+            assert (out / "arms" / f"{arm['method']}-seed0" / "curve.jsonl").read_text().count("\n") == 2
+        ropd_arm, opd_arm = results["arms"]
+        # Costs: rubric OPD pays teacher answers and judge tokens; logit OPD pays teacher forward passes, no judge.
+        assert ropd_arm["judge_tokens"] > 0 and ropd_arm["judge_requests"] == judge_requests
+        assert ropd_arm["teacher_tokens"] > 0 and ropd_arm["mean_reward"] is not None
+        assert opd_arm["judge_tokens"] == 0 and opd_arm["teacher_tokens"] > 0
+        teacher_curve = [p["teacher_tokens"] for p in opd_arm["curve"]]
+        assert teacher_curve[0] == 0 and teacher_curve == sorted(teacher_curve) and teacher_curve[1] < teacher_curve[2]
+        assert results["teacher_accuracy"] is not None and results["judge"] == "scripted"
+        assert set(results["methods"]) == {"ropd", "opd"} and results["complete"]
+        assert results["headline"]["status"] in ("reached", "not reached", "undefined")
+        saved = json.loads((out / "results.json").read_text())
+        assert saved["methods"]["opd"]["curve"] == results["methods"]["opd"]["curve"]
+        markdown = (out / "results.md").read_text()
+        assert "| rubric OPD (`ropd`)" in markdown and "| logit OPD (`opd`)" in markdown and "`scripted`" in markdown
+        assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+        # A rerun reads every finished arm back: no training, no evaluation, no teacher or judge request.
+        def refuse(*args, **kwargs):
+            raise AssertionError("a finished arm was run again")
+
+        monkeypatch.setattr(ropd.training, "train", refuse)
+        monkeypatch.setattr(bench_module, "evaluate_point", refuse)
+        again = run_bench(bench)
+        assert len(server.requests) == judge_requests
+        assert again["arms"] == results["arms"] and again["headline"] == results["headline"]
+
+        # An arm that did not finish is run again, from scratch, alone.
+        monkeypatch.undo()
+        (out / "arms" / "opd-seed0" / "arm.json").unlink()
+        calls = []
+        real_train = ropd.training.train
+
+        def counting(config, callbacks=()):
+            calls.append(config.method.name)
+            return real_train(config, callbacks)
+
+        monkeypatch.setattr(ropd.training, "train", counting)
+        rerun = run_bench(bench)
+        assert calls == ["opd"]
+        assert [(p["step"], p["samples"]) for p in rerun["arms"][1]["curve"]] == [(0, 0), (2, 8), (3, 12)]
+        assert len(server.requests) == judge_requests
+
+
+def test_ratio_when_rubric_opd_reaches_logit_opds_final_accuracy():
+    opd = [(0, 0.1), (8, 0.2), (16, 0.25), (24, 0.3)]
+    ropd = [(0, 0.1), (8, 0.3), (16, 0.2), (24, 0.35)]
+    result = sample_efficiency_ratio(opd, ropd)
+    assert result.status == "reached"
+    assert (result.target_accuracy, result.opd_samples, result.ropd_samples) == (0.3, 24, 8)
+    assert result.ratio == pytest.approx(3.0)
+
+
+def test_ratio_when_rubric_opd_never_gets_there_or_logit_opd_never_improves():
+    not_reached = sample_efficiency_ratio([(0, 0.1), (8, 0.4)], [(0, 0.1), (8, 0.3)])
+    assert not_reached.status == "not reached" and not_reached.ratio is None and not_reached.opd_samples == 8
+    flat = sample_efficiency_ratio([(0, 0.2), (8, 0.1), (16, 0.2)], [(0, 0.2), (8, 0.5)])
+    assert flat.status == "undefined" and flat.ratio is None and "step-0" in flat.note
+    assert samples_to_reach([(0, 0.0), (8, 0.1), (16, 0.3)], 0.3) == 16
+    assert samples_to_reach([(0, 0.0), (8, 0.1)], 0.3) is None
+
+
+def test_mean_curve_averages_seeds_with_min_and_max():
+    from ropd.bench import ArmResult, CurvePoint
+
+    def arm(seed, accs):
+        curve = [
+            CurvePoint(step=i, samples=8 * i, accuracy=a, answered=1, truncated=0, mean_completion_tokens=1, teacher_tokens=100 * i)
+            for i, a in enumerate(accs)
+        ]
+        return ArmResult(
+            method="opd", seed=seed, fingerprint="x", curve=curve, steps=2, samples=16, teacher_tokens=200, judge_tokens=0,
+            judge_requests=0, cost_usd=0, wall_seconds=1, eval_seconds=0,
+        )  # fmt: skip
+
+    rows = mean_curve([arm(0, [0.0, 0.2, 0.4]), arm(1, [0.0, 0.4, 0.2])])
+    assert rows == [(0, 0.0, 0.0, 0.0), (8, pytest.approx(0.3), 0.2, 0.4), (16, pytest.approx(0.3), 0.2, 0.4)]
+    assert [x for x, *_ in mean_curve([arm(0, [0.0, 0.1, 0.2])], "teacher_tokens")] == [0, 100, 200]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"methds": ["ropd"]}, "field 'methds': unknown key"),
+        ({"methods": ["ropd", "lopd"]}, "field 'methods.1'"),
+        ({"eval_every": 6}, "eval_every (6) must be a multiple"),
+        ({"eval": {"dataset": "reasoning-gym:gsm_symbolic?size=4&seed=0"}}, "eval.dataset is the training dataset"),
+        ({"base": {"output": {"dir": "x"}}}, "base.output is set by the bench"),
+        ({"base": {"training": {"num_generations": 1}}}, "field 'base.training.num_generations'"),
+        ({"base": {"judge": {"model": "gpt-4o"}}}, "base.judge.model"),
+        ({"price_as": "nope"}, "price_as: 'nope'"),
+    ],
+)
+def test_config_errors_name_the_field(tmp_path, change, field):
+    data = bench_data("http://127.0.0.1:9/v1", tmp_path / "out")
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            for sub, sub_value in value.items():
+                data[key][sub] = {**data[key].get(sub, {}), **sub_value} if isinstance(sub_value, dict) else sub_value
+        else:
+            data[key] = value
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as error:
+        load_bench_config(path)
+    assert str(path) in str(error.value) and field in str(error.value)
+
+
+def test_cli_exits_2_on_a_bad_bench_config(tmp_path):
+    path = tmp_path / "bench.yaml"
+    path.write_text("methods: [ropd]\n")
+    result = subprocess.run([sys.executable, "-m", "ropd.cli", "bench", "--config", str(path)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "field 'base': Field required" in result.stderr and "field 'eval'" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["bench-cpu.yaml", "bench-gpu.yaml"])
+def test_shipped_bench_configs_load(name):
+    from ropd.config import PACKAGE_ROOT
+
+    bench = load_bench_config(PACKAGE_ROOT / "experiments" / name)
+    assert {"ropd", "opd"} <= set(bench.methods)
