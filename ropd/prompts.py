@@ -8,11 +8,16 @@ not provide is refused when loaded, and one left out at render time is an error 
 Answers are embedded between boundary lines that carry a per-call code derived from a hash of the
 whole prompt's content, so no answer can contain its own closing line (it would have to contain a
 hash of itself) and text inside an answer cannot pass for the next answer or for instructions.
+Embedded answers are also neutralised (`embed_text`): invisible characters (zero-width, bidi
+controls, tag characters) are removed and runs of three or more angle brackets, look-alikes
+included, are cut to two, so no line of an answer can even resemble a boundary line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
@@ -38,12 +43,40 @@ class TemplateError(ConfigError):
     """A template that cannot be found, parsed or rendered; names the file and the variable."""
 
 
+# Line breaks of every kind become "\n", so what a model sees as a new line is one to us too.
+LINE_BREAKS = re.compile(r"\r\n|[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+# Characters that render as nothing beyond the format/control/unassigned categories: variation selectors, fillers.
+INVISIBLE_EXTRA = re.compile(r"[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]")
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn"})
+ASCII_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+# Angle brackets and their look-alikes (fullwidth, small, single and double guillemets, math and CJK brackets).
+OPENERS = "<\uff1c\ufe64\u2039\u00ab\u3008\u300a\u2329\u27e8\u27ea\u276e\u2770\u1438\u02c2\u29fc\u227a\u22d6"
+CLOSERS = ">\uff1e\ufe65\u203a\u00bb\u3009\u300b\u232a\u27e9\u27eb\u276f\u2771\u1433\u02c3\u29fd\u227b\u22d7"
+OPENER_RUN = re.compile(f"[{OPENERS}]{{3,}}")
+CLOSER_RUN = re.compile(f"[{CLOSERS}]{{3,}}")
+
+
+def embed_text(text: str) -> str:
+    """A text made safe to place between boundary lines: line breaks normalised, invisible characters removed,
+    and runs of 3+ angle brackets (look-alikes included) cut to two, so it holds nothing that looks like a boundary."""
+    text = LINE_BREAKS.sub("\n", text)
+    if text.isascii():
+        text = ASCII_CONTROLS.sub("", text)
+    else:
+        text = INVISIBLE_EXTRA.sub("", text)
+        text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in INVISIBLE_CATEGORIES)
+    return CLOSER_RUN.sub(">>", OPENER_RUN.sub("<<", text))
+
+
 @dataclass(frozen=True)
 class LabelledText:
-    """An answer as a template shows it: a label ("1", "A") and its text."""
+    """An answer as a template shows it: a label ("1", "A") and its text, neutralised by `embed_text`."""
 
     label: str
     text: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", embed_text(self.text))
 
 
 @dataclass(frozen=True)
