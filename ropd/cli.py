@@ -188,13 +188,18 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train the student: rubric OPD by default; --method picks opd, sod or grpo."""
+    from ropd.cache import CacheError
     from ropd.config import DEFAULT_CONFIG, load_config, overrides_from_args
-    from ropd.training import train
+    from ropd.training import TrainingError, train
 
     overrides = overrides_from_args(args)
     path = args.config or (DEFAULT_CONFIG if not overrides else None)
     config = load_config(path, overrides)
-    final = train(config)
+    try:
+        final = train(config)
+    except (CacheError, TrainingError) as exc:  # an unusable cache is bad input (2); a run that cannot go on failed (1)
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2 if isinstance(exc, CacheError) else 1
     out.print(str(final), highlight=False)
     return 0
 

@@ -157,6 +157,13 @@ class DataConfig(_Section):
     eval_dataset: str | None = Field(default=None, description="Held-out prompts for evaluation, same spec forms as `dataset`.")
     max_prompts: int | None = Field(default=None, ge=1, description="Use at most this many prompts.")
     system_prompt: str | None = Field(default=None, description="System message prepended to every prompt that has none.")
+    max_prompt_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Longest prompt allowed, in tokens under the student's chat template. A longer prompt stops the run before "
+        "training with an error naming its row id and length (nothing is truncated or dropped silently). "
+        "Unset: the student's context window minus training.max_completion_length.",
+    )
 
 
 class TrainingConfig(_Section):
@@ -185,6 +192,18 @@ class TrainingConfig(_Section):
     logging_steps: int = Field(default=1, ge=1, description="Log metrics every N steps.")
     save_steps: int = Field(default=50, ge=1, description="Save a checkpoint every N steps.")
     save_total_limit: int | None = Field(default=3, ge=1, description="Keep at most this many checkpoints.")
+    max_failed_group_rate: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="A step fails when more than this share of its prompt groups got no reward (teacher, rubric or judge "
+        "calls failed after all retries); failed groups are skipped (zero advantage). 1.0: never stop.",
+    )
+    max_failed_steps: int = Field(
+        default=3,
+        ge=1,
+        description="Stop the run, with a checkpoint and an error naming the failing phase, after this many failed steps in a row.",
+    )
     use_vllm: Literal["auto", "on", "off"] = Field(
         default="auto", description="Generate with vLLM: auto = when installed and a GPU is present."
     )

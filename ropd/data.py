@@ -51,6 +51,28 @@ def to_dataset(prompts: list[PromptRow]):
     return Dataset.from_list([{"id": p.id, "prompt": [m.model_dump() for m in p.prompt], "answer": p.answer or ""} for p in prompts])
 
 
+def prompt_token_counts(prompts: list[PromptRow], tokenizer) -> list[int]:
+    """Tokens of each prompt as the student sees it: its chat template with the generation prompt."""
+    counts = []
+    for p in prompts:
+        encoded = tokenizer.apply_chat_template([m.model_dump() for m in p.prompt], add_generation_prompt=True, return_dict=True)
+        counts.append(len(encoded["input_ids"]))
+    return counts
+
+
+def check_prompt_lengths(prompts: list[PromptRow], tokenizer, max_tokens: int, source: str) -> None:
+    """Refuse prompts longer than `max_tokens` (DataError naming each row id and its length); nothing is cut or dropped."""
+    too_long = [(p.id, n) for p, n in zip(prompts, prompt_token_counts(prompts, tokenizer), strict=True) if n > max_tokens]
+    if not too_long:
+        return
+    shown = ", ".join(f"id '{pid}' ({n} tokens)" for pid, n in too_long[:5])
+    shown += f" and {len(too_long) - 5} more" if len(too_long) > 5 else ""
+    raise DataError(
+        f"{source}: {len(too_long)} prompt(s) are longer than the {max_tokens}-token limit (data.max_prompt_tokens): {shown}. "
+        f"Shorten or remove those rows, or raise --data-max-prompt-tokens (prompt plus completion must fit the student's context)"
+    )
+
+
 def prompt_id(messages: list[dict[str, Any]]) -> str:
     """A stable id for a prompt without one: a hash of its chat messages."""
     blob = json.dumps(messages, sort_keys=True, ensure_ascii=False)

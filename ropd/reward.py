@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ropd.config import EndpointConfig, RunConfig
+from ropd.config import EndpointConfig, JudgeConfig, RunConfig
 from ropd.data import prompt_id
 from ropd.eval import is_correct
 from ropd.judge import judge_endpoint, judge_verdicts, rubric_reward, with_consensus
@@ -31,7 +31,7 @@ from ropd.prompts import final_text
 from ropd.quality import pair_counts, roc_auc
 from ropd.rubrics import RubricStore, consensus_answer, induce_rubric
 from ropd.teacher import TeacherError, build_teacher_pool, needs_local_server
-from ropd.types import GroupScore, PromptRow, Rubric, Usage
+from ropd.types import Criterion, GroupScore, PromptRow, Rubric, Usage
 
 PHASES = ("teacher", "rubric", "judge")
 
@@ -94,7 +94,8 @@ class RubricReward:
     """An async reward function in TRL's convention; scores every prompt group of a batch concurrently.
 
     After each call, `last_group_scores` holds the GroupScore of every group in the batch (rewards
-    in rollout order, teacher scores, the rubric, or the error).
+    in rollout order, teacher scores, the rubric, or the error). `groups_scored` and `groups_failed`
+    count every group since the start, and `last_failure` is the latest group that got no reward.
     """
 
     __name__ = "rubric"  # TRL names the reward column after this
@@ -116,6 +117,9 @@ class RubricReward:
         self.store = RubricStore(config.judge.rubric_refresh)
         self.last_group_scores: list[GroupScore] = []
         self.last_runs: list[GroupRun] = []
+        self.groups_scored = 0
+        self.groups_failed = 0
+        self.last_failure: GroupScore | None = None
         self._calls = 0
         self._usage_seen: dict[str, Usage] = {}
 
@@ -151,6 +155,7 @@ class RubricReward:
         references = columns.get("answer")
         for run in runs:
             self._check_against_reference(run, [texts[i] for i in run.indices], references[run.indices[0]] if references else None)
+        self._tally(runs)
         if log_metric is not None:
             for name, value in self.metrics(runs).items():
                 log_metric(name, value)
@@ -161,6 +166,13 @@ class RubricReward:
                     evidence[index] = text
             log_extra("judge_final_answer", evidence)
         return rewards
+
+    def _tally(self, runs: list[GroupRun]) -> None:
+        failed = [run.score for run in runs if run.score.failed]
+        self.groups_scored += len(runs)
+        self.groups_failed += len(failed)
+        if failed:
+            self.last_failure = failed[-1]
 
     def _row(self, pid: str, prompt: Any) -> PromptRow:
         return self.prompts.get(pid) or _prompt_row(pid, prompt)
@@ -246,7 +258,8 @@ class RubricReward:
         return out
 
     def _usage_metrics(self) -> dict[str, float]:
-        """Tokens, cost and requests per role since the previous call, and the share of results served from the cache."""
+        """Tokens, cost, requests (attempts, retries included), retries and failed calls per role since the previous call,
+        and the share of results served from the cache."""
         out: dict[str, float] = {}
         hits = fetched = 0
         for role, usage in self.usage_by_role().items():
@@ -256,6 +269,8 @@ class RubricReward:
             out[f"{role}/tokens"] = delta["prompt_tokens"] + delta["completion_tokens"]
             out[f"{role}/cost_usd"] = delta["cost_usd"]
             out[f"{role}/requests"] = delta["requests"]
+            out[f"{role}/retries"] = delta["retries"]
+            out[f"{role}/failures"] = delta["failures"]
             hits += delta["cache_hits"]
             fetched += delta["requests"] - delta["retries"]
         if hits + fetched:
@@ -315,6 +330,17 @@ def _mean(values: list[bool]) -> float:
 def _evidence(extra: dict[str, Any] | None) -> str | None:
     value = (extra or {}).get("final_answer")
     return value if isinstance(value, str) else None
+
+
+def check_templates(cfg: JudgeConfig) -> None:
+    """Load and render the rubricator and judge templates once on a sample, so a missing file, an unknown variable
+    or a bad attribute stops a run before any model is loaded (TemplateError naming the file and the variable)."""
+    from ropd.judge import verifier_messages
+    from ropd.rubrics import rubric_messages
+
+    rubric_messages("What is 2 + 2?", ["4"], ["5"], cfg)
+    sample = Rubric(criteria=[Criterion(id="c1", text="The final answer is 4.", points=1)])
+    verifier_messages("What is 2 + 2?", sample, ["4", "5"], cfg)
 
 
 def judge_endpoint_for(config: RunConfig, base_url: str | None) -> tuple[EndpointConfig, str | None]:

@@ -24,9 +24,9 @@ from rich.console import Console
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from ropd.config import RunConfig, dump_config
-from ropd.data import load_prompts, to_dataset
-from ropd.models import is_local, load_model, load_tokenizer, pick_dtype
+from ropd.config import RunConfig, TrainingConfig, dump_config
+from ropd.data import check_prompt_lengths, load_prompts, to_dataset
+from ropd.models import is_local, load_model, load_tokenizer, local_path, pick_dtype
 from ropd.teacher import needs_local_server
 
 console = Console(stderr=True)
@@ -147,6 +147,46 @@ class StepLog(TrainerCallback):
             console.print(step_summary(record), highlight=False)
 
 
+class FailureGuard(TrainerCallback):
+    """Stops a run whose API calls keep failing, after saving a checkpoint to resume from.
+
+    A step fails when more than `max_failed_group_rate` of its prompt groups got no reward; after
+    `max_failed_steps` failed steps in a row the run stops and `error` says what failed (phase,
+    prompt, last error message: API errors never carry the key).
+    """
+
+    def __init__(self, rewards: list, settings: TrainingConfig, output_dir: Path):
+        self.rewards = [r for r in rewards if hasattr(r, "groups_failed")]
+        self.max_rate = settings.max_failed_group_rate
+        self.max_steps = settings.max_failed_steps
+        self.output_dir = output_dir
+        self.failed_in_a_row = 0
+        self.error: str | None = None
+        self._seen = (0, 0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        scored = sum(r.groups_scored for r in self.rewards)
+        failed = sum(r.groups_failed for r in self.rewards)
+        new_scored, new_failed = scored - self._seen[0], failed - self._seen[1]
+        self._seen = (scored, failed)
+        if not new_scored:  # no reward was computed in this step
+            return
+        self.failed_in_a_row = self.failed_in_a_row + 1 if new_failed / new_scored > self.max_rate else 0
+        if self.failed_in_a_row >= self.max_steps:
+            control.should_save = True
+            control.should_training_stop = True
+            self.error = self._message(state.global_step)
+
+    def _message(self, step: int) -> str:
+        last = next((r.last_failure for r in reversed(self.rewards) if r.last_failure is not None), None)
+        cause = f"last failure: prompt '{last.prompt_id}', {last.error}" if last is not None else "no failure recorded"
+        return (
+            f"training stopped at step {step}: more than {self.max_rate:.0%} of the prompt groups got no reward in each of the "
+            f"last {self.failed_in_a_row} steps (training.max_failed_group_rate, training.max_failed_steps); {cause}. "
+            f"The run is saved in {self.output_dir / f'{CHECKPOINT_PREFIX}{step}'}: fix the cause, then rerun with --resume."
+        )
+
+
 def _finite(value: Any) -> bool:
     return not isinstance(value, float) or math.isfinite(value)
 
@@ -181,8 +221,7 @@ def serve_local_models(config: RunConfig, stack: ExitStack) -> dict[str, str]:
     """
     from ropd.serve import local_server
 
-    method = config.method
-    if not (method.name == "ropd" or (method.name == "sod" and method.sequence_reward == "rubric")):
+    if not uses_rubric_reward(config):
         return {}
     served: dict[str, str] = {}
 
@@ -200,6 +239,11 @@ def serve_local_models(config: RunConfig, stack: ExitStack) -> dict[str, str]:
     if not judge.base_url and is_local(judge.model, config.models):
         urls["judge"] = url_for(judge.model)
     return urls
+
+
+def uses_rubric_reward(config: RunConfig) -> bool:
+    method = config.method
+    return method.name == "ropd" or (method.name == "sod" and method.sequence_reward == "rubric")
 
 
 def reward_functions(config: RunConfig, prompts, cache, urls: dict[str, str] | None = None) -> list:
@@ -234,11 +278,32 @@ def prepare_output_dir(config: RunConfig) -> tuple[Path, Path | None]:
     return out, checkpoint
 
 
+def prompt_token_limit(config: RunConfig) -> int | None:
+    """data.max_prompt_tokens, else the student's context window minus the completion budget (None when unknown)."""
+    if config.data.max_prompt_tokens is not None:
+        return config.data.max_prompt_tokens
+    from transformers import AutoConfig
+
+    model_config = AutoConfig.from_pretrained(local_path(config.student.model, config.models)).get_text_config()
+    context = getattr(model_config, "max_position_embeddings", None)
+    if not isinstance(context, int):
+        return None
+    limit = context - config.training.max_completion_length
+    if limit < 1:
+        raise TrainingError(
+            f"training.max_completion_length ({config.training.max_completion_length}) leaves no room for a prompt "
+            f"in the student's {context}-token context"
+        )
+    return limit
+
+
 def train(config: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
     """Run one training job; return the folder of the final model.
 
     `callbacks` are added to the trainer after ropd's own (e.g. `ropd.bench`'s in-run held-out evaluation).
     Usage by role (tokens, requests, cost) is written to <output dir>/usage.json at the end.
+    Bad input (data, templates, an unusable cache) stops the run before any model is loaded or any
+    call is paid for; API failures that persist stop it with a checkpoint and a TrainingError (FailureGuard).
     """
     from ropd.cache import ResultCache
 
@@ -247,9 +312,15 @@ def train(config: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
     prompts = load_prompts(config.data.dataset, config.data.split, config.data.max_prompts, config.data.system_prompt)
     if len(prompts) < config.training.prompts_per_step:
         raise TrainingError(f"{config.data.dataset} has {len(prompts)} prompts; prompts_per_step is {config.training.prompts_per_step}")
+    if uses_rubric_reward(config):
+        from ropd.reward import check_templates
+
+        check_templates(config.judge)
+    tokenizer = load_tokenizer(config.student.model, config.models)
+    if (limit := prompt_token_limit(config)) is not None:
+        check_prompt_lengths(prompts, tokenizer, limit, config.data.dataset)
     cache = ResultCache(config.output.cache or out / "cache.sqlite")
     started = time.perf_counter()
-    tokenizer = load_tokenizer(config.student.model, config.models)
     teacher = white_box_teacher(config, tokenizer) if config.method.name in ("opd", "sod") else None
     with ExitStack() as stack:
         urls = serve_local_models(config, stack)
@@ -257,9 +328,14 @@ def train(config: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
         rewards = reward_functions(config, prompts, cache, urls)
         trainer = build_trainer(config, model, tokenizer, to_dataset(prompts), rewards, teacher)
         trainer.add_callback(StepLog(out / "metrics.jsonl"))
+        guard = FailureGuard(rewards, config.training, out)
+        trainer.add_callback(guard)
         for callback in callbacks:
             trainer.add_callback(callback)
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if guard.error is not None:
+            write_usage(rewards, out / "usage.json")
+            raise TrainingError(guard.error)
         final = out / "final"
         trainer.save_model(str(final))
         tokenizer.save_pretrained(str(final))
