@@ -96,6 +96,7 @@ class BenchConfig(_Strict):
         "unset, each model's own price (local models cost 0).",
     )
     output_dir: str = Field(default="runs/bench", description="Where arms, results.json, results.md and curves.png go.")
+    notes: str = Field(default="", description="Free text for results.md: why this budget, what to keep in mind when reading it.")
 
     @model_validator(mode="before")
     @classmethod
@@ -601,6 +602,7 @@ def write_results(
         "student": base.student.model,
         "teacher": base.teacher.model,
         "teacher_description": bench.teacher_description,
+        "notes": bench.notes,
         "teacher_card": teacher_card(base),
         "judge": bench.judge or base.teacher.model,
         "train_dataset": base.data.dataset,
@@ -699,6 +701,8 @@ def results_markdown(results: dict[str, Any]) -> str:
     ]
     for s in results["methods"].values():
         lines.append(f"| {s['method']} | " + " | ".join(_pct(p["mean"]) for p in s["curve"]) + " |")
+    if results.get("notes"):
+        lines += ["", "Notes: " + results["notes"].strip()]
     if not results["complete"]:
         lines += ["", "**Incomplete**: not every method x seed has finished; rerun the same command to resume."]
     lines.append("")
