@@ -379,6 +379,7 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
     from ropd.data import load_prompts
     from ropd.judge_eval import (
         MODES,
+        JudgeEvalError,
         Sampling,
         build_labelled_set,
         evaluate_judge,
@@ -388,7 +389,6 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
     )
     from ropd.llm import LLMError
     from ropd.models import ropd_home
-    from ropd.serve import ServeError
 
     config = load_config(args.config, overrides_from_args(args))
     endpoint = config.judge_endpoint()
@@ -419,6 +419,7 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
                     max_answers=args.max_answers,
                     max_items=args.items,
                     aliases=config.models,
+                    threads=args.threads,
                 )
             if args.save_labelled:
                 save_labelled_set(labelled, args.save_labelled)
@@ -433,8 +434,10 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
                 markup=False,
                 highlight=False,
             )
-            report = evaluate_judge(labelled, judge, modes, cache, aliases=config.models, concurrency=args.concurrency)
-    except (LLMError, ServeError) as exc:
+            report = evaluate_judge(
+                labelled, judge, modes, cache, aliases=config.models, concurrency=args.concurrency, threads=args.threads
+            )
+    except (LLMError, JudgeEvalError) as exc:
         return _fail(exc)
     err.print(_judge_eval_table(report))
     _print_json(report)
@@ -495,9 +498,9 @@ def add_judge_eval(sub: argparse._SubParsersAction) -> None:
         default="reference",
         help="Teacher answers the rubricator sees: 'reference' (the dataset's worked solution) or MODEL:K (default: %(default)s).",
     )
-    p.add_argument("--max-answers", type=_at_least_one, default=4, help="Answers judged per item, about half correct (default 4).")
+    p.add_argument("--max-answers", type=_at_least_one, default=3, help="Answers judged per item, right and wrong mixed (default 3).")
     p.add_argument("--answer-max-tokens", type=_at_least_one, default=256, help="Tokens per generated answer (default 256).")
-    p.add_argument("--answer-temperature", type=float, default=0.8, help="Sampling temperature of generated answers (default 0.8).")
+    p.add_argument("--answer-temperature", type=float, default=0.7, help="Sampling temperature of generated answers (default 0.7).")
     p.add_argument("--max-prompts", type=_at_least_one, help="Use only the first N prompts of the dataset.")
     p.add_argument("--labelled", metavar="FILE", help="Read the labelled set from this file instead of generating it.")
     p.add_argument("--save-labelled", metavar="FILE", help="Write the labelled set (items, answers, labels) to this file.")
@@ -505,6 +508,7 @@ def add_judge_eval(sub: argparse._SubParsersAction) -> None:
         "--cache", metavar="FILE", help="SQLite cache of answers, rubrics and verdicts (default: ~/.cache/ropd/judge_eval.sqlite)."
     )
     p.add_argument("--concurrency", type=_at_least_one, default=4, help="Items judged at once (default 4).")
+    p.add_argument("--threads", type=_at_least_one, help="Torch threads of the local model servers (1 is fastest on a busy CPU).")
     add_config_flags(p, ("judge",))
     p.set_defaults(func=cmd_judge_eval)
 

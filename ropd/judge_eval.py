@@ -48,6 +48,10 @@ UNSERVED = "http://127.0.0.1:9/v1"  # stands in for a local model's server while
 # --- the labelled set -------------------------------------------------------------------------------
 
 
+class JudgeEvalError(RuntimeError):
+    """A model server that could not be started for sampling or judging; the message carries its log tail."""
+
+
 class Candidate(BaseModel):
     """One answer to judge: which model sample it is, its text, and whether its final answer is right."""
 
@@ -82,11 +86,11 @@ class LabelledSet(BaseModel):
 class Sampling(BaseModel):
     """How answers are sampled from the generator and teacher models."""
 
-    temperature: float = Field(default=0.8, ge=0.0)
+    temperature: float = Field(default=0.7, ge=0.0)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(default=256, ge=1)
     seed: int = 0
-    timeout: float = Field(default=1800.0, gt=0)
+    timeout: float = Field(default=7200.0, gt=0)
 
 
 def parse_model_counts(text: str, default_k: int) -> list[tuple[str, int]]:
@@ -124,7 +128,7 @@ def worked_solutions(spec: str, rows: list[PromptRow]) -> dict[str, str]:
 
 @contextmanager
 def serving(
-    model: str, base_url: str | None, aliases: dict[str, ModelAlias] | None, needed: bool = True
+    model: str, base_url: str | None, aliases: dict[str, ModelAlias] | None, needed: bool = True, threads: int | None = None
 ) -> Iterator[tuple[str | None, str | None]]:
     """(base URL, cache identity) for calling `model`: the given URL, a loopback server for a local model, or its API.
 
@@ -136,10 +140,13 @@ def serving(
     if not needed:
         yield UNSERVED, f"local:{model}"
         return
-    from ropd.serve import local_server
+    from ropd.serve import ServeError, local_server
 
-    with local_server(model, models=aliases) as url:
-        yield url, f"local:{model}"
+    try:
+        with local_server(model, models=aliases, threads=threads) as url:
+            yield url, f"local:{model}"
+    except ServeError as exc:
+        raise JudgeEvalError(f"cannot serve {model}: {exc}") from None
 
 
 def _sampler(
@@ -191,11 +198,12 @@ def sample_model(
     seed: int,
     base_url: str | None = None,
     aliases: dict[str, ModelAlias] | None = None,
+    threads: int | None = None,
 ) -> dict[str, list[str]]:
     """k answers per row from `model`, from the cache when there; a local model is served only when some are missing."""
     with serving(model, base_url, aliases, needed=False) as (url, identity):
         missing = _count_missing(_sampler(model, url, identity, sampling, role, seed, cache), rows, k, purpose)
-    with serving(model, base_url, aliases, needed=missing > 0) as (url, identity):
+    with serving(model, base_url, aliases, needed=missing > 0, threads=threads) as (url, identity):
         return asyncio.run(_sample_all(_sampler(model, url, identity, sampling, role, seed, cache), rows, k, purpose))
 
 
@@ -244,10 +252,11 @@ def build_labelled_set(
     cache: ResultCache,
     *,
     sampling: Sampling | None = None,
-    max_answers: int = 4,
+    max_answers: int = 3,
     max_items: int | None = None,
     base_urls: dict[str, str] | None = None,
     aliases: dict[str, ModelAlias] | None = None,
+    threads: int | None = None,
 ) -> LabelledSet:
     """Sample, label and select answers for every row with a reference answer (see the module docstring)."""
     sampling = sampling or Sampling()
@@ -264,15 +273,33 @@ def build_labelled_set(
         teacher_answers = {r.id: [solutions[r.id]] for r in rows}
     else:
         teacher_answers = sample_model(
-            teacher_model, teacher_k, rows, cache, sampling, purpose="judge-eval-teacher", role="teacher",
-            seed=sampling.seed + TEACHER_SEED_OFFSET, base_url=base_urls.get(teacher_model), aliases=aliases,
-        )  # fmt: skip
+            teacher_model,
+            teacher_k,
+            rows,
+            cache,
+            sampling,
+            purpose="judge-eval-teacher",
+            role="teacher",
+            seed=sampling.seed + TEACHER_SEED_OFFSET,
+            base_url=base_urls.get(teacher_model),
+            aliases=aliases,
+            threads=threads,
+        )
     samples: dict[str, list[Candidate]] = {r.id: [] for r in rows}
     for model, k in generators:
         texts = sample_model(
-            model, k, rows, cache, sampling, purpose="judge-eval-answers", role="answers",
-            seed=sampling.seed, base_url=base_urls.get(model), aliases=aliases,
-        )  # fmt: skip
+            model,
+            k,
+            rows,
+            cache,
+            sampling,
+            purpose="judge-eval-answers",
+            role="answers",
+            seed=sampling.seed,
+            base_url=base_urls.get(model),
+            aliases=aliases,
+            threads=threads,
+        )
         for row in rows:
             task, metadata = (row.model_extra or {}).get("task"), (row.model_extra or {}).get("metadata")
             samples[row.id] += [
@@ -502,6 +529,7 @@ def evaluate_judge(
     *,
     aliases: dict[str, ModelAlias] | None = None,
     concurrency: int = 4,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Judge the labelled set in each mode (the judge served once, and only when some outcome is not cached); the full report."""
     if not cfg.model:
@@ -512,7 +540,7 @@ def evaluate_judge(
     needed = not all_stored(labelled.items, cfgs, identity, cache)
     setups: list[SetupResult] = []
     per_item = {item.id: _item_summary(item) for item in labelled.items}
-    with serving(cfg.model, cfg.base_url, aliases, needed=needed) as (url, served_identity):
+    with serving(cfg.model, cfg.base_url, aliases, needed=needed, threads=threads) as (url, served_identity):
         endpoint = EndpointConfig(**{k: v for k, v in cfg.model_dump().items() if k in EndpointConfig.model_fields})
         endpoint = endpoint.model_copy(update={"base_url": url})
         for mode_cfg in cfgs:

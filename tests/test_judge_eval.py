@@ -145,7 +145,7 @@ def test_consensus_answer_is_a_strict_majority_of_equivalent_final_answers():
     assert consensus_answer(["The answer is 1/2", "0.5"]) == "1/2"
     assert consensus_answer(["42", "41"]) is None
     assert consensus_answer(["42", "41", "40"]) is None
-    assert consensus_answer(["42", "no idea", "no idea either"]) is None  # one of three is no majority
+    assert consensus_answer(["42", "", "<think>unfinished"]) is None  # answers without a final answer count against a majority
     assert consensus_answer(["7"]) == "7"
     assert consensus_answer([]) is None
 
@@ -255,7 +255,7 @@ def labelled_file(tmp_path):
 
     items = [
         item(0, [("42 because **", True), ("41 because", False), ("40", False)]),  # 8/8, 2/8, 0 -> 2 wins
-        item(1, [("42", True), ("because ** 41", False), ("no", False)]),  # 5/8, 3/8, 0 -> 2 wins
+        item(1, [("42", True), ("because ** 41", False), ("0", False)]),  # 5/8, 3/8, 0 -> 2 wins
         item(2, [("The answer: 42", True), ("41 because **", False), ("42?? no: 24", False)]),  # 5, 3, 5 -> win, tie
     ]
     labelled = LabelledSet(
