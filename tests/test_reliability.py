@@ -114,6 +114,7 @@ def test_teach_under_30_percent_faults_loses_nothing_and_counts_every_retry(tmp_
     with ResultCache(out / "cache.sqlite") as cache:
         assert cache.stats()["roles"]["teacher"]["rows"] == 60
     assert CANARY not in result.stderr + result.stdout
+    print(f"\nteach: {injected} of {len(server.requests)} requests faulted {dict(faults.injected)}; {summary['retries']} retries counted")
 
 
 @pytest.mark.slow
@@ -134,6 +135,7 @@ def test_train_under_30_percent_faults_scores_every_group_and_counts_every_retry
     assert sum(faults.injected.values()) >= 1
     assert retries == sum(faults.injected.values())
     assert requests == len(server.requests)
+    print(f"\ntrain: {retries:.0f} of {requests:.0f} requests faulted {dict(faults.injected)}; every group of both steps scored")
     assert json.loads((out / "usage.json").read_text())  # the run's usage summary was written
     assert (out / "final" / "config.json").is_file()
 
@@ -287,6 +289,7 @@ def test_train_killed_after_its_first_checkpoint_resumes_without_repeating_a_pai
     questions_before = {user_text(b) for b in first_run_answered if kind_of(b) == "teacher"}
     assert not questions_before & {user_text(b) for b in rerun_bodies["teacher"]}
     assert len(questions_before | {user_text(b) for b in rerun_bodies["teacher"]}) == 4  # each prompt's answers fetched once
+    print(f"\nkill -9: first run {len(paid_before)} paid calls; rerun { ({k: len(v) for k, v in rerun_bodies.items()}) }, 0 repeated")
 
 
 # --- 4. a truncated cache: `ropd train` exits 2 and leaves it byte-identical -------------------------------------------

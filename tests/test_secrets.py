@@ -93,4 +93,6 @@ def test_a_canary_key_appears_in_no_artifact_log_or_message(tmp_path):
     for result in outputs:
         assert canary not in result.stdout + result.stderr
     assert files_holding(tmp_path, canary.encode()) == []
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    print(f"\nsecrets: {len(files)} files ({sum(p.stat().st_size for p in files) / 1e6:.0f} MB) and 3 commands' output searched, 0 hits")
     assert files_holding(tmp_path, canary.removeprefix("sk-").encode()) == []
