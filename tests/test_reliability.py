@@ -292,23 +292,34 @@ def test_train_killed_after_its_first_checkpoint_resumes_without_repeating_a_pai
     print(f"\nkill -9: first run {len(paid_before)} paid calls; rerun { ({k: len(v) for k, v in rerun_bodies.items()}) }, 0 repeated")
 
 
-# --- 4. a truncated cache: `ropd train` exits 2 and leaves it byte-identical -------------------------------------------
+# --- 4. a truncated or corrupted cache: `ropd train` exits 2 and leaves it byte-identical ------------------------------
 
 
-def test_train_refuses_a_truncated_cache_with_exit_2_and_leaves_it_untouched(tmp_path, capsys):
+def truncate(path: Path) -> None:
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+def scramble(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 8192] = random.Random(0).randbytes(8192)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(("damage", "problem"), [(truncate, "is truncated"), (scramble, "is corrupted")])
+def test_train_refuses_a_damaged_cache_with_exit_2_and_leaves_it_untouched(tmp_path, capsys, damage, problem):
     out = tmp_path / "run"
     out.mkdir()
     cache_file = out / "cache.sqlite"
     with ResultCache(cache_file) as cache:
         for i in range(200):
             cache.put(ResultCache.make_key(i=i), "teacher", {"text": "paid answer " * 50}, {}, {})
-    with cache_file.open("r+b") as f:
-        f.truncate(cache_file.stat().st_size // 2)
+    damage(cache_file)
     before = hashlib.sha256(cache_file.read_bytes()).hexdigest()
     with ScriptedServer(Scripted()) as server:
         code, message = cli_train(capsys, server, out)
     assert code == 2, message
-    assert f"error: cache file {cache_file} is truncated" in message and "left untouched" in message
+    assert f"error: cache file {cache_file} {problem}" in message and "left untouched" in message
     assert hashlib.sha256(cache_file.read_bytes()).hexdigest() == before
     assert server.requests == [] and not list(out.glob("checkpoint-*"))
 
