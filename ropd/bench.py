@@ -293,11 +293,11 @@ def evaluate_model(name: str, config: RunConfig, prompts: list[PromptRow], setti
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved.get("fingerprint") == key:
-            return saved
+            return {"num_prompts": len(prompts), **saved}
     console.print(f"evaluating {name} on {len(prompts)} held-out prompts ...")
     model = load_model(name, config.student.dtype, config.models)
     point = evaluate_point(model, load_tokenizer(name, config.models), prompts, settings, 0, 0)
-    saved = {"fingerprint": key, "model": name, **point.model_dump()}
+    saved = {"fingerprint": key, "model": name, "num_prompts": len(prompts), **point.model_dump()}
     path.write_text(json.dumps(saved, indent=2) + "\n")
     return saved
 
@@ -693,14 +693,13 @@ def results_markdown(results: dict[str, Any]) -> str:
         "Judge tokens: rubricator plus judge. Cost: "
         + (f"every token priced as `{results['price_as']}`." if results["price_as"] else "each model's own price (local models: 0).")
         + " Wall time includes the in-run evaluations and server start-up.",
-        "",
-        "Curves (mean over seeds; accuracy at each evaluation):",
-        "",
-        "| method | " + " | ".join(f"{int(p['samples'])}" for p in next(iter(results["methods"].values()), {"curve": []})["curve"]) + " |",
-        "|---|" + "---|" * len(next(iter(results["methods"].values()), {"curve": []})["curve"]),
     ]
-    for s in results["methods"].values():
-        lines.append(f"| {s['method']} | " + " | ".join(_pct(p["mean"]) for p in s["curve"]) + " |")
+    if results["methods"]:
+        samples = [int(p["samples"]) for p in next(iter(results["methods"].values()))["curve"]]
+        lines += ["", "Held-out accuracy by training samples (mean over seeds):", ""]
+        lines += ["| method | " + " | ".join(map(str, samples)) + " |", "|---|" + "---|" * len(samples)]
+        for s in results["methods"].values():
+            lines.append(f"| {s['method']} | " + " | ".join(_pct(p["mean"]) for p in s["curve"]) + " |")
     if results.get("notes"):
         lines += ["", "Notes: " + results["notes"].strip()]
     if not results["complete"]:
