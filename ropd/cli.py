@@ -440,7 +440,7 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
                 highlight=False,
             )
             report = evaluate_judge(
-                labelled, judge, modes, cache, aliases=config.models, concurrency=args.concurrency, threads=args.threads
+                labelled, judge, modes, cache, aliases=config.models, concurrency=args.concurrency, threads=args.threads, progress=True
             )
     except (LLMError, JudgeEvalError) as exc:
         return _fail(exc)

@@ -25,6 +25,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, Field, ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ropd.cache import ResultCache
 from ropd.config import EndpointConfig, JudgeConfig, ModelAlias, redact_url
@@ -429,24 +431,35 @@ async def measure_item(
 
 
 async def measure_items(
-    items: list[LabelledItem], cfg: JudgeConfig, endpoint: EndpointConfig, identity: str | None, cache: ResultCache, concurrency: int
+    items: list[LabelledItem],
+    cfg: JudgeConfig,
+    endpoint: EndpointConfig,
+    identity: str | None,
+    cache: ResultCache,
+    concurrency: int,
+    progress: bool = False,
 ) -> list[ItemResult]:
     """Every item in one mode, `concurrency` at a time; an item's outcome is stored once it succeeded and read back on reruns."""
     who = identity or f"{endpoint.model}@{redact_url(endpoint.base_url)}"
     slots = asyncio.Semaphore(concurrency)
+    columns = (TextColumn(f"judging ({cfg.mode})"), BarColumn(), MofNCompleteColumn(), TextColumn("items"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
+        task = bar.add_task("judge", total=len(items))
 
-    async def one(item: LabelledItem) -> ItemResult:
-        key = _item_key(item, cfg, who)
-        stored = cache.get(key)
-        if stored is not None:
-            return ItemResult.model_validate(stored)
-        async with slots:
-            result = await measure_item(item, cfg, endpoint, identity, cache)
-        if result.error is None:
-            cache.put(key, "judge-eval", result.model_dump(mode="json"), {"seconds": result.seconds}, {"judge": who, "mode": cfg.mode})
-        return result
+        async def one(item: LabelledItem) -> ItemResult:
+            key = _item_key(item, cfg, who)
+            stored = cache.get(key)
+            if stored is not None:
+                bar.advance(task)
+                return ItemResult.model_validate(stored)
+            async with slots:
+                result = await measure_item(item, cfg, endpoint, identity, cache)
+            if result.error is None:
+                cache.put(key, "judge-eval", result.model_dump(mode="json"), {"seconds": result.seconds}, {"judge": who, "mode": cfg.mode})
+            bar.advance(task)
+            return result
 
-    return list(await asyncio.gather(*(one(item) for item in items)))
+        return list(await asyncio.gather(*(one(item) for item in items)))
 
 
 def all_stored(items: list[LabelledItem], cfgs: list[JudgeConfig], identity: str, cache: ResultCache) -> bool:
@@ -530,6 +543,7 @@ def evaluate_judge(
     aliases: dict[str, ModelAlias] | None = None,
     concurrency: int = 4,
     threads: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Judge the labelled set in each mode (the judge served once, and only when some outcome is not cached); the full report."""
     if not cfg.model:
@@ -544,7 +558,7 @@ def evaluate_judge(
         endpoint = EndpointConfig(**{k: v for k, v in cfg.model_dump().items() if k in EndpointConfig.model_fields})
         endpoint = endpoint.model_copy(update={"base_url": url})
         for mode_cfg in cfgs:
-            results = asyncio.run(measure_items(labelled.items, mode_cfg, endpoint, served_identity, cache, concurrency))
+            results = asyncio.run(measure_items(labelled.items, mode_cfg, endpoint, served_identity, cache, concurrency, progress))
             for consensus in (False, True):
                 setups.append(summarize(cfg.model, mode_cfg, labelled.items, results, consensus))
             for item, result in zip(labelled.items, results, strict=True):
