@@ -13,10 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ropd.models import load_tokenizer
-from ropd.serve import ServeError, local_server
+from ropd.serve import Int8Linear, ServeError, local_server
 from ropd.types import JudgeOutput, Rubric
 
 pytestmark = pytest.mark.timeout(120)
@@ -232,9 +233,22 @@ def test_local_server_reports_a_failed_start(tmp_path):
     assert "config.json" in str(caught.value), "the error should show the end of the server's log"
 
 
+def test_int8_linear_is_close_to_float_and_batch_invariant():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 96)
+    quantized = Int8Linear(linear)
+    x = torch.randn(6, 3, 256)
+    with torch.inference_mode():
+        exact, approx = linear(x), quantized(x)
+        assert approx.dtype == x.dtype and approx.shape == exact.shape
+        assert (approx - exact).abs().max() < 0.02 * exact.abs().max()
+        assert torch.equal(quantized(x[:1]), approx[:1])
+
+
 @pytest.mark.slow
-def test_packaged_model_answers_sensibly():
-    with local_server("smollm2-135m", threads=1) as url:
+@pytest.mark.parametrize("dtype", ["auto", "int8"])
+def test_packaged_model_answers_sensibly(dtype):
+    with local_server("smollm2-135m", dtype=dtype, threads=1) as url:
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=60)
         questions = ["What is the capital of France? Answer in one word.", "What color is the sky on a clear day? Answer in one word."]
         messages = [[{"role": "user", "content": q}] for q in questions]
@@ -242,12 +256,15 @@ def test_packaged_model_answers_sensibly():
         def ask(m: list[dict]):
             return client.chat.completions.create(model="smollm2-135m", messages=m, max_tokens=16, temperature=0)
 
-        solo = [ask(m) for m in messages]
-        assert "Paris" in solo[0].choices[0].message.content
-        assert "blue" in solo[1].choices[0].message.content.lower()
+        solo = [ask(m).choices[0].message.content for m in messages]
         with ThreadPoolExecutor(2) as pool:
-            together = list(pool.map(ask, messages))
-        assert [r.choices[0].message.content for r in together] == [r.choices[0].message.content for r in solo]
+            together = [r.choices[0].message.content for r in pool.map(ask, messages)]
+        for answers in (solo, together):
+            assert "Paris" in answers[0] and "blue" in answers[1].lower(), answers
+        # Batch shape changes the last bits of attention sums; in float32 these answers never flipped in
+        # repeated runs, while the int8 model sometimes words the second one differently when batched.
+        if dtype == "auto":
+            assert together == solo
         reply = client.chat.completions.create(
             model="smollm2-135m",
             messages=[{"role": "user", "content": "Give the capital of France as a JSON object with the key city."}],
