@@ -368,6 +368,37 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_teach)
 
 
+# --- bench: sample efficiency of the methods on one budget axis ----------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmark sample efficiency: train every method x seed from one student and teacher, evaluate held-out
+    accuracy every N training samples, and write results.json, results.md and curves.png.
+
+    A rerun resumes: finished arms are read back, not trained again. Prints the results.json path on stdout.
+    """
+    from ropd.bench import load_bench_config, run_bench
+
+    overrides = {"output_dir": args.output_dir} if args.output_dir else {}
+    bench = load_bench_config(args.config, overrides)
+    results = run_bench(bench, config_path=args.config)
+    h = results["headline"]
+    err.print(f"headline: {h['status']}" + (f", ratio {h['ratio']:.2f}x" if h["ratio"] is not None else "") + f" ({h['note']})")
+    out.print(str(Path(bench.output_dir) / "results.json"), highlight=False)
+    return 0
+
+
+def add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="Sample efficiency of rubric OPD vs logit OPD, SOD and GRPO (held-out accuracy curves).",
+        description=cmd_bench.__doc__,
+    )
+    p.add_argument("--config", required=True, help="YAML bench config (see experiments/bench-cpu.yaml and ropd/bench.py's BenchConfig).")
+    p.add_argument("--output-dir", help="Override the config's output_dir.")
+    p.set_defaults(func=cmd_bench)
+
+
 # --- judge-eval: reward quality of a rubricator + judge setup ----------------------------------------
 
 
@@ -518,37 +549,6 @@ def add_judge_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_judge_eval)
 
 
-# --- bench: sample efficiency of the methods on one budget axis ----------------------------------------
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Benchmark sample efficiency: train every method x seed from one student and teacher, evaluate held-out
-    accuracy every N training samples, and write results.json, results.md and curves.png.
-
-    A rerun resumes: finished arms are read back, not trained again. Prints the results.json path on stdout.
-    """
-    from ropd.bench import load_bench_config, run_bench
-
-    overrides = {"output_dir": args.output_dir} if args.output_dir else {}
-    bench = load_bench_config(args.config, overrides)
-    results = run_bench(bench, config_path=args.config)
-    h = results["headline"]
-    err.print(f"headline: {h['status']}" + (f", ratio {h['ratio']:.2f}x" if h["ratio"] is not None else "") + f" ({h['note']})")
-    out.print(str(Path(bench.output_dir) / "results.json"), highlight=False)
-    return 0
-
-
-def add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="Sample efficiency of rubric OPD vs logit OPD, SOD and GRPO (held-out accuracy curves).",
-        description=cmd_bench.__doc__,
-    )
-    p.add_argument("--config", required=True, help="YAML bench config (see experiments/bench-cpu.yaml and ropd/bench.py's BenchConfig).")
-    p.add_argument("--output-dir", help="Override the config's output_dir.")
-    p.set_defaults(func=cmd_bench)
-
-
 # Each entry adds one subcommand. A subcommand is listed only once it works.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_models,
@@ -558,8 +558,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_train,
     add_eval,
     add_teach,
-    add_judge_eval,
     add_bench,
+    add_judge_eval,
 ]
 
 

@@ -124,7 +124,6 @@ class JudgeConfig(EndpointConfig):
     )
     consensus_points: int = Field(default=5, ge=1, description="Points of the consensus criterion.")
 
-
     @model_validator(mode="after")
     def _ranges(self) -> JudgeConfig:
         if self.min_criteria > self.max_criteria:

@@ -59,7 +59,6 @@ class GroupRun:
     teacher_correct: list[bool] | None = None
 
 
-
 def completion_text(completion: Any) -> str:
     """The text of a completion: a string, or TRL's conversational form (a list of messages)."""
     if isinstance(completion, str):
