@@ -1,12 +1,18 @@
-"""Make the bench's white-box teacher: fine-tune the packaged SmolLM2-135M on GSM8K-style worked solutions.
+"""Make the bench's white-box teacher: fine-tune the packaged SmolLM2-135M on worked solutions of a reasoning-gym task.
 
 Logit OPD needs a teacher with the student's vocabulary, and the bench gives every arm the same
-teacher, so this model also writes the rubric arm's teacher answers. It is trained on the
-chain-of-thought solutions reasoning-gym's `gsm_symbolic` generator stores in each entry's
-metadata (`answer_cot`, GSM8K format, ending "#### <answer>"), drawn with a generator seed the
-bench's training and evaluation prompts do not use. Loss on the assistant's tokens only.
+teacher, so this model also writes the rubric arm's teacher answers. It is trained on worked
+solutions of the bench's task, drawn with a generator seed the bench's training and evaluation
+prompts do not use. Loss on the assistant's tokens only. Tasks:
 
-    .venv/bin/python experiments/make_teacher.py --out ~/.cache/ropd/models/smollm2-135m-gsm-teacher
+  chain_sum     sums like "38 - 69 - 67 =": the solution works left to right, one operation per
+                step ("38 - 69 = -31. -31 - 67 = -98. The answer is -98."), built from the
+                generator's expression and checked against its answer
+  gsm_symbolic  GSM8K-style word problems: the chain of thought reasoning-gym stores in each
+                entry's metadata (`answer_cot`, ending "#### <answer>")
+
+    .venv/bin/python experiments/make_teacher.py --task chain_sum --params min_terms=2,max_terms=3,min_digits=1,max_digits=2 \
+        --out ~/.cache/ropd/models/smollm2-135m-chain-sum-teacher
 
 Writes the model, its tokenizer and `teacher_card.json` (data, seed, steps, loss, seconds) to --out.
 """
@@ -22,12 +28,37 @@ from pathlib import Path
 import torch
 
 
-def sft_examples(size: int, seed: int) -> list[dict]:
-    """(question, worked solution) pairs from reasoning-gym's gsm_symbolic generator."""
+def chain_sum_solution(expression: str, answer: str) -> str:
+    """A left-to-right worked solution of "a + b - c", one operation per sentence, ending "The answer is N."."""
+    tokens = expression.split()
+    total, steps = int(tokens[0]), []
+    for op, term in zip(tokens[1::2], tokens[2::2], strict=True):
+        new = total + int(term) if op == "+" else total - int(term)
+        steps.append(f"{total} {op} {term} = {new}.")
+        total = new
+    if str(total) != answer:
+        raise ValueError(f"worked solution of {expression!r} gives {total}, the generator says {answer}")
+    return " ".join(steps) + f" The answer is {total}."
+
+
+SOLUTIONS = {
+    "chain_sum": lambda entry: chain_sum_solution(entry["metadata"]["expression"], entry["answer"]),
+    "gsm_symbolic": lambda entry: entry["metadata"]["answer_cot"],
+}
+
+
+def sft_examples(task: str, size: int, seed: int, params: dict[str, int]) -> list[dict]:
+    """(question, worked solution) pairs from a reasoning-gym generator."""
     import reasoning_gym
 
-    data = reasoning_gym.create_dataset("gsm_symbolic", size=size, seed=seed)
-    return [{"question": e["question"], "solution": e["metadata"]["answer_cot"]} for e in data]
+    data = reasoning_gym.create_dataset(task, size=size, seed=seed, **params)
+    return [{"question": e["question"], "solution": SOLUTIONS[task](e)} for e in data]
+
+
+def parse_params(text: str) -> dict[str, int]:
+    """"a=1,b=2" -> {"a": 1, "b": 2}: generator settings, the same as in the bench's dataset spec."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    return {key.strip(): int(value) for key, value in pairs}
 
 
 def encode(tokenizer, example: dict, max_length: int) -> tuple[list[int], list[int]]:
@@ -57,6 +88,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(Path.home() / ".cache/ropd/models/smollm2-135m-gsm-teacher"), help="Output folder.")
     parser.add_argument("--base", default="smollm2-135m", help="Model to fine-tune (alias or path).")
+    parser.add_argument("--task", default="gsm_symbolic", choices=sorted(SOLUTIONS), help="reasoning-gym task whose solutions to learn.")
+    parser.add_argument("--params", default="", help="Generator settings as k=v,k=v (integers), as in the bench's dataset spec.")
     parser.add_argument("--size", type=int, default=400, help="Training examples drawn from the generator.")
     parser.add_argument("--seed", type=int, default=1000, help="reasoning-gym generator seed (not the bench's train/eval seeds).")
     parser.add_argument("--epochs", type=int, default=1, help="Passes over the examples.")
@@ -72,7 +105,8 @@ def main() -> None:
     tokenizer = load_tokenizer(args.base)
     model = load_model(args.base, dtype="float32")
     model.train()
-    encoded = [encode(tokenizer, e, args.max_length) for e in sft_examples(args.size, args.seed)]
+    params = parse_params(args.params)
+    encoded = [encode(tokenizer, e, args.max_length) for e in sft_examples(args.task, args.size, args.seed, params)]
     steps_total = args.epochs * -(-len(encoded) // args.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / steps_total))
@@ -101,7 +135,9 @@ def main() -> None:
     tokenizer.save_pretrained(out)
     card = {
         "base": args.base,
-        "data": f"reasoning-gym gsm_symbolic, size={args.size}, seed={args.seed}, metadata.answer_cot as the assistant turn",
+        "data": f"reasoning-gym {args.task} ({args.params or 'default settings'}), size={args.size}, seed={args.seed}, "
+        + ("metadata.answer_cot" if args.task == "gsm_symbolic" else "a left-to-right worked solution")
+        + " as the assistant turn",
         "examples_seen": min(step * args.batch_size, len(encoded) * args.epochs),
         "steps": step,
         "planned_steps": steps_total,

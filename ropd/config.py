@@ -56,6 +56,11 @@ class EndpointConfig(_Section):
     max_concurrency: int = Field(default=32, ge=1, description="Requests in flight at once.")
     requests_per_minute: float | None = Field(default=None, gt=0, description="Request rate limit (unset: none).")
     tokens_per_minute: float | None = Field(default=None, gt=0, description="Token rate limit, prompt plus completion (unset: none).")
+    serve_dtype: Literal["auto", "float32", "bfloat16", "float16", "int8"] = Field(
+        default="auto",
+        description="Weights dtype of the loopback server ropd starts when this model is local "
+        "(auto: bfloat16 on GPU, float32 on CPU; int8: int8 Linear weights, faster decoding on a CPU).",
+    )
 
 
 class TeacherConfig(EndpointConfig):

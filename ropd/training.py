@@ -225,19 +225,19 @@ def serve_local_models(config: RunConfig, stack: ExitStack) -> dict[str, str]:
         return {}
     served: dict[str, str] = {}
 
-    def url_for(model: str) -> str:
+    def url_for(model: str, dtype: str) -> str:  # one server per model: the first role to ask picks its dtype
         if model not in served:
-            console.print(f"starting a local OpenAI-compatible server for {model} ...")
+            console.print(f"starting a local OpenAI-compatible server for {model} (dtype {dtype}) ...")
             log = Path(config.output.dir) / f"serve-{model.replace('/', '_')}.log"
-            served[model] = stack.enter_context(local_server(model, models=config.models, log_path=log))
+            served[model] = stack.enter_context(local_server(model, models=config.models, log_path=log, dtype=dtype))
         return served[model]
 
     urls: dict[str, str] = {}
     if needs_local_server(config):
-        urls["teacher"] = url_for(config.teacher.model)
+        urls["teacher"] = url_for(config.teacher.model, config.teacher.serve_dtype)
     judge = config.judge_endpoint()
     if not judge.base_url and is_local(judge.model, config.models):
-        urls["judge"] = url_for(judge.model)
+        urls["judge"] = url_for(judge.model, judge.serve_dtype)
     return urls
 
 

@@ -196,3 +196,19 @@ def test_shipped_bench_configs_load(name):
 
     bench = load_bench_config(PACKAGE_ROOT / "experiments" / name)
     assert {"ropd", "opd"} <= set(bench.methods)
+
+
+def test_make_teacher_builds_chain_sum_solutions_that_reach_the_generator_answer():
+    import importlib.util
+
+    from ropd.config import PACKAGE_ROOT
+
+    spec = importlib.util.spec_from_file_location("make_teacher", PACKAGE_ROOT / "experiments" / "make_teacher.py")
+    make_teacher = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_teacher)
+    assert make_teacher.chain_sum_solution("38 - 69 - 67", "-98") == "38 - 69 = -31. -31 - 67 = -98. The answer is -98."
+    with pytest.raises(ValueError, match="generator says 5"):
+        make_teacher.chain_sum_solution("1 + 2", "5")
+    params = make_teacher.parse_params("min_terms=2,max_terms=3,min_digits=1,max_digits=2")
+    examples = make_teacher.sft_examples("chain_sum", 50, 7, params)  # raises if a worked solution missed its answer
+    assert len(examples) == 50 and all(" The answer is " in e["solution"] for e in examples)

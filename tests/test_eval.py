@@ -131,6 +131,16 @@ def test_reasoning_gym_scorer_is_used_and_partial_credit_is_not_correct():
     assert not is_correct("I have no idea", "1200", task="gsm_symbolic")
 
 
+def test_chain_sum_answers_in_the_forms_the_cpu_bench_sees():
+    # The bench's teacher works left to right; only the number after "The answer is" counts, not the steps.
+    assert is_correct("38 - 69 = -31. -31 - 67 = -98. The answer is -98.", "-98", task="chain_sum")
+    assert not is_correct("38 - 69 = -31. -31 - 67 = -98. The answer is -97.", "-98", task="chain_sum")
+    assert not is_correct("38 - 69 = -31. -31 - 67 = -98.", "-31", task="chain_sum")
+    # The packaged student answers in one sentence.
+    assert is_correct("The final answer to this arithmetic problem is 15.", "15", task="chain_sum")
+    assert not is_correct("The answer is 1.", "-13", task="chain_sum")
+
+
 def test_reasoning_gym_scorer_gets_metadata_as_dict_or_json():
     import reasoning_gym
 
