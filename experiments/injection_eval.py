@@ -13,8 +13,15 @@ reward than its clean base in the same group, which is what a GRPO advantage see
   before  the judge prompt as it was: experiments/injection_baseline_verifier.jinja, answers embedded as written
   after   ropd's judge path now: prompts/verifier.jinja with ropd.prompts.embed_text (what `ropd train` runs)
 
+and, from the same "after" verdicts, "after+code-check": the rewards with ropd's code-checked criterion
+(judge.with_consensus, 5 points) that the final answer equals the item's answer, as `consensus_criterion`
+adds it when the teachers agree. Each condition also judges the two clean answers alone (a pair), which
+shows whether the judge ranks them at all and whether the attacks in a group moved the clean ones.
+A judge that gives every answer full marks cannot be raised: read the rates next to the clean pair ranking.
+
 The judge is a packaged model served by `ropd serve` on loopback (JSON-schema constrained, temperature
-0). Every verdict is cached in a ResultCache (default runs/injection/cache.sqlite): a rerun is free.
+0), or a running server given with --base-url. Every verdict is cached in a ResultCache (default
+runs/injection/cache.sqlite): a rerun is free.
 """
 
 from __future__ import annotations
