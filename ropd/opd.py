@@ -39,12 +39,17 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import time
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import add_fused_lm_head
+
+from ropd.training import TimedGRPOTrainer
 
 from ropd.config import MethodConfig
 
@@ -171,8 +176,11 @@ def sod_advantages(
 # --- trainers --------------------------------------------------------------------------------------
 
 
-class TeacherTrainer(GRPOTrainer):
-    """GRPOTrainer with a frozen white-box teacher (same vocabulary) on the student's device."""
+class TeacherTrainer(TimedGRPOTrainer):
+    """GRPOTrainer with a frozen white-box teacher (same vocabulary) on the student's device.
+
+    The teacher's forward passes are timed into the step's metrics as time/teacher_logits.
+    """
 
     def __init__(self, *args: Any, teacher_model, method_config: MethodConfig | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -211,6 +219,15 @@ class TeacherTrainer(GRPOTrainer):
         mask = inputs["completion_mask"]
         return mask * inputs["tool_mask"] if "tool_mask" in inputs else mask
 
+    @contextmanager
+    def _timed_teacher(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["time/teacher_logits"].append(time.perf_counter() - start)
+
     def _record(self, name: str, total: torch.Tensor, count: torch.Tensor) -> None:
         """Append a batch mean (summed over processes) to the trainer's metrics."""
         sums = self.accelerator.gather(torch.stack([total.float(), count.float()]).detach().reshape(1, 2)).sum(dim=0)
@@ -228,7 +245,7 @@ class OPDTrainer(TeacherTrainer):
         mask = self._loss_mask(inputs).bool()
         with self.accelerator.autocast():
             student_logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False).logits
-        with torch.no_grad():
+        with torch.no_grad(), self._timed_teacher():
             teacher_logits = self.teacher_model(
                 input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False
             ).logits
@@ -263,9 +280,10 @@ class SODTrainer(TeacherTrainer):
                         self.model, prompt_completion_ids, attention_mask, keep, batch_size=batch_size
                     )
                 output["old_per_token_logps"] = old_logps
-            teacher_logps, _, _ = self._get_per_token_logps_and_entropies(
-                self.teacher_model, prompt_completion_ids, attention_mask, keep, batch_size=batch_size
-            )
+            with self._timed_teacher():
+                teacher_logps, _, _ = self._get_per_token_logps_and_entropies(
+                    self.teacher_model, prompt_completion_ids, attention_mask, keep, batch_size=batch_size
+                )
         mask = self._loss_mask(output).float()
         signal = (teacher_logps.float() - output["old_per_token_logps"].float()) * mask
         step_ids = self._step_ids(output, mask)

@@ -138,7 +138,7 @@ class StepLog(TrainerCallback):
             return
         logs = dict(logs)
         if "step_time" in logs:
-            spent = sum(logs.get(k) or 0.0 for k in ("time/sample", "time/reward"))
+            spent = sum(logs.get(k) or 0.0 for k in ("time/sample", "time/reward", "time/teacher_logits"))
             logs["time/update"] = max(0.0, logs["step_time"] - spent)
         record = {"step": state.global_step, **{k: v for k, v in logs.items() if _finite(v)}}
         with self.path.open("a") as sink:
@@ -199,7 +199,7 @@ def step_summary(record: dict[str, Any]) -> str:
     if (failed := record.get("rubric/group_failure_rate")) is not None:
         parts.append(f"failed groups {failed:.0%}")
     times = [
-        f"{name} {record[f'time/{name}']:.1f}s" for name in ("sample", "teacher", "rubric", "judge", "update") if f"time/{name}" in record
+        f"{name} {record[f'time/{name}']:.1f}s" for name in ("sample", "teacher", "teacher_logits", "rubric", "judge", "update") if f"time/{name}" in record
     ]
     if times:
         parts.append("time " + " ".join(times))

@@ -356,6 +356,7 @@ def test_opd_trains_the_student_and_logs_reverse_kl(tmp_path, tokenizer, dataset
         assert entry["opd/reverse_kl"] >= 0 and math.isfinite(entry["opd/reverse_kl"])
         assert entry["loss"] == pytest.approx(entry["opd/reverse_kl"], rel=1e-4)  # one micro-batch per step
         assert "reward" in entry
+        assert entry["time/sample"] > 0 and entry["time/teacher_logits"] > 0  # every phase is timed
 
 
 @pytest.mark.slow
@@ -368,3 +369,4 @@ def test_sod_trains_the_student_and_logs_step_weights(tmp_path, tokenizer, datas
         assert entry["sod/step_weight_min"] <= entry["sod/step_weight_mean"] <= 1.2 + 1e-6
         assert 0.0 <= entry["sod/frac_steps_downweighted"] <= 1.0
         assert entry["sod/steps_per_completion"] >= 1
+        assert entry["time/sample"] > 0 and entry["time/teacher_logits"] > 0 and entry["time/reward"] >= 0
