@@ -56,7 +56,7 @@ def sft_examples(task: str, size: int, seed: int, params: dict[str, int]) -> lis
 
 
 def parse_params(text: str) -> dict[str, int]:
-    """"a=1,b=2" -> {"a": 1, "b": 2}: generator settings, the same as in the bench's dataset spec."""
+    """ "a=1,b=2" -> {"a": 1, "b": 2}: generator settings, the same as in the bench's dataset spec."""
     pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
     return {key.strip(): int(value) for key, value in pairs}
 

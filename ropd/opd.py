@@ -36,11 +36,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
-from typing import Any
-
 import time
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,9 +48,8 @@ from trl import GRPOConfig
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import add_fused_lm_head
 
-from ropd.training import TimedGRPOTrainer
-
 from ropd.config import MethodConfig
+from ropd.training import TimedGRPOTrainer
 
 WHITE_BOX_METHODS = ("opd", "sod")
 

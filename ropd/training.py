@@ -199,7 +199,9 @@ def step_summary(record: dict[str, Any]) -> str:
     if (failed := record.get("rubric/group_failure_rate")) is not None:
         parts.append(f"failed groups {failed:.0%}")
     times = [
-        f"{name} {record[f'time/{name}']:.1f}s" for name in ("sample", "teacher", "teacher_logits", "rubric", "judge", "update") if f"time/{name}" in record
+        f"{name} {record[f'time/{name}']:.1f}s"
+        for name in ("sample", "teacher", "teacher_logits", "rubric", "judge", "update")
+        if f"time/{name}" in record
     ]
     if times:
         parts.append("time " + " ".join(times))
