@@ -221,13 +221,13 @@ def serve_local_models(config: RunConfig, stack: ExitStack) -> dict[str, str]:
     The config is left as it is: clients get these URLs with the model name as cache identity, since
     a local server's port changes from run to run.
     """
-    from ropd.serve import local_server
-
     if not uses_rubric_reward(config):
         return {}
     served: dict[str, str] = {}
 
     def url_for(model: str, dtype: str) -> str:  # one server per model: the first role to ask picks its dtype
+        from ropd.serve import local_server  # the serve extra is needed only when something is served
+
         if model not in served:
             console.print(f"starting a local OpenAI-compatible server for {model} (dtype {dtype}) ...")
             log = Path(config.output.dir) / f"serve-{model.replace('/', '_')}.log"
