@@ -2,8 +2,9 @@
 
 `induce_rubric` renders the rubricator template, asks for JSON matching `Rubric` under a JSON schema
 built from the configured bounds, and has the client re-ask when the reply breaks them (duplicate
-ids, too few or too many criteria, points out of range, repeated criteria). `RubricStore` decides
-when a prompt's rubric is reused instead of induced again. `consensus_answer` and
+ids, too few or too many criteria, points out of range); a criterion that repeats another's text is
+dropped, and a re-ask follows only when too few distinct ones remain. `RubricStore` decides when a
+prompt's rubric is reused instead of induced again. `consensus_answer` and
 `consensus_criterion` make the optional criterion that code, not the judge, checks.
 """
 
@@ -57,17 +58,32 @@ def rubric_schema(cfg: JudgeConfig) -> dict[str, Any]:
     }
 
 
-def check_rubric(rubric: Rubric, cfg: JudgeConfig) -> None:
-    """Raise ValueError (the client re-asks with this message) when a parsed rubric is unusable."""
-    rubric.check_bounds(cfg.min_criteria, cfg.max_criteria, cfg.min_points, cfg.max_points)
-    if rubric.total_points <= 0:
-        raise ValueError("the criteria carry 0 points in total; at least one criterion needs positive points")
-    seen: dict[str, str] = {}
+def without_repeats(rubric: Rubric) -> Rubric:
+    """The rubric without criteria whose text repeats an earlier one (small rubricators often repeat themselves)."""
+    seen: set[str] = set()
+    kept = []
     for c in rubric.criteria:
         key = " ".join(c.text.lower().split())
-        if key in seen:
-            raise ValueError(f"criteria {seen[key]} and {c.id} have the same text; every criterion must check something different")
-        seen[key] = c.id
+        if key not in seen:
+            seen.add(key)
+            kept.append(c)
+    return rubric if len(kept) == len(rubric.criteria) else rubric.model_copy(update={"criteria": kept})
+
+
+def check_rubric(rubric: Rubric, cfg: JudgeConfig) -> None:
+    """Raise ValueError (the client re-asks with this message) when a parsed rubric is unusable.
+
+    Repeated criteria are dropped (see `induce_rubric`), so the bounds apply to the distinct ones.
+    """
+    distinct = without_repeats(rubric)
+    if len(distinct.criteria) < min(len(rubric.criteria), cfg.min_criteria):
+        raise ValueError(
+            f"only {len(distinct.criteria)} of the {len(rubric.criteria)} criteria have different texts (the others repeat the "
+            f"same text); at least {cfg.min_criteria} criteria that each check something different are required"
+        )
+    distinct.check_bounds(cfg.min_criteria, cfg.max_criteria, cfg.min_points, cfg.max_points)
+    if distinct.total_points <= 0:
+        raise ValueError("the criteria carry 0 points in total; at least one criterion needs positive points")
 
 
 def reference_labels(n: int) -> list[str]:
@@ -106,13 +122,14 @@ async def induce_rubric(
         raise ValueError("induce_rubric needs at least one teacher answer")
     messages, template_hash = rubric_messages(question, teacher_answers, student_answers, cfg)
     bounds = [cfg.min_criteria, cfg.max_criteria, cfg.min_points, cfg.max_points]
-    return await client.chat_json(
+    rubric = await client.chat_json(
         messages,
         Rubric,
         json_schema=rubric_schema(cfg),
         check=lambda rubric: check_rubric(rubric, cfg),
         key_extra={"kind": "rubric", "template": template_hash, "bounds": bounds},
     )
+    return without_repeats(rubric)
 
 
 def consensus_answer(teacher_answers: list[str]) -> str | None:

@@ -49,7 +49,7 @@ def test_rubric_request_carries_the_answers_and_a_bounded_schema():
         (rubric_json(GOOD[:2]), "between 4 and 12"),
         (json.dumps({"criteria": [{"id": "c1", "text": t, "points": p, "category": ""} for t, p in GOOD]}), "duplicate criterion ids: c1"),
         (rubric_json([(t, 9 if i == 0 else p) for i, (t, p) in enumerate(GOOD)]), "c1 have points outside 1..5"),
-        (rubric_json([*GOOD, ("the FINAL answer is  12", 2)]), "same text"),
+        (rubric_json([*GOOD[:3], ("the FINAL answer is  12", 2)]), "repeat the same text"),
     ],
     ids=["prose", "too-few", "duplicate-ids", "points-out-of-range", "repeated-criterion"],
 )
@@ -62,6 +62,13 @@ def test_invalid_rubric_is_re_asked_with_the_error_then_accepted(bad, complaint)
     assert reask[-2] == {"role": "assistant", "content": bad}
     assert complaint in reask[-1]["content"]
     assert client.usage.requests == 2
+
+
+def test_a_repeated_criterion_is_dropped_without_a_re_ask_when_enough_remain():
+    with ScriptedServer(sequence(rubric_json([*GOOD, ("the FINAL answer is  12", 2)]))) as server:
+        rubric, _ = induce(server)
+    assert [c.text for c in rubric.criteria] == [t for t, _ in GOOD]
+    assert len(server.requests) == 1
 
 
 def test_rubric_that_stays_invalid_raises_llm_error():
