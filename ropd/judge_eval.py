@@ -130,7 +130,12 @@ def worked_solutions(spec: str, rows: list[PromptRow]) -> dict[str, str]:
 
 @contextmanager
 def serving(
-    model: str, base_url: str | None, aliases: dict[str, ModelAlias] | None, needed: bool = True, threads: int | None = None
+    model: str,
+    base_url: str | None,
+    aliases: dict[str, ModelAlias] | None,
+    needed: bool = True,
+    threads: int | None = None,
+    dtype: str = "auto",
 ) -> Iterator[tuple[str | None, str | None]]:
     """(base URL, cache identity) for calling `model`: the given URL, a loopback server for a local model, or its API.
 
@@ -145,7 +150,7 @@ def serving(
     from ropd.serve import ServeError, local_server
 
     try:
-        with local_server(model, models=aliases, threads=threads) as url:
+        with local_server(model, models=aliases, threads=threads, dtype=dtype) as url:
             yield url, f"local:{model}"
     except ServeError as exc:
         raise JudgeEvalError(f"cannot serve {model}: {exc}") from None
@@ -554,7 +559,7 @@ def evaluate_judge(
     needed = not all_stored(labelled.items, cfgs, identity, cache)
     setups: list[SetupResult] = []
     per_item = {item.id: _item_summary(item) for item in labelled.items}
-    with serving(cfg.model, cfg.base_url, aliases, needed=needed, threads=threads) as (url, served_identity):
+    with serving(cfg.model, cfg.base_url, aliases, needed=needed, threads=threads, dtype=cfg.serve_dtype) as (url, served_identity):
         endpoint = EndpointConfig(**{k: v for k, v in cfg.model_dump().items() if k in EndpointConfig.model_fields})
         endpoint = endpoint.model_copy(update={"base_url": url})
         for mode_cfg in cfgs:
