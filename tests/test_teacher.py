@@ -114,7 +114,7 @@ def test_a_local_teacher_is_served_only_when_answers_are_missing(tmp_path, monke
     with ScriptedServer(answer_by_prompt) as server:
 
         @contextlib.contextmanager
-        def local_server(model, models=None):  # the scripted server stands in for the model's loopback server
+        def local_server(model, models=None, dtype="auto"):  # the scripted server stands in for the model's loopback server
             started.append(model)
             yield server.base_url
 
