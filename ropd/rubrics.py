@@ -76,7 +76,8 @@ def check_rubric(rubric: Rubric, cfg: JudgeConfig) -> None:
     Repeated criteria are dropped (see `induce_rubric`), so the bounds apply to the distinct ones.
     """
     distinct = without_repeats(rubric)
-    if len(distinct.criteria) < min(len(rubric.criteria), cfg.min_criteria):
+    repeated = len(distinct.criteria) < len(rubric.criteria)
+    if repeated and len(distinct.criteria) < cfg.min_criteria:
         raise ValueError(
             f"only {len(distinct.criteria)} of the {len(rubric.criteria)} criteria have different texts (the others repeat the "
             f"same text); at least {cfg.min_criteria} criteria that each check something different are required"

@@ -226,9 +226,9 @@ def serve_local_models(config: RunConfig, stack: ExitStack) -> dict[str, str]:
     served: dict[str, str] = {}
 
     def url_for(model: str, dtype: str) -> str:  # one server per model: the first role to ask picks its dtype
-        from ropd.serve import local_server  # the serve extra is needed only when something is served
-
         if model not in served:
+            from ropd.serve import local_server  # the serve extra is needed only when something is served
+
             console.print(f"starting a local OpenAI-compatible server for {model} (dtype {dtype}) ...")
             log = Path(config.output.dir) / f"serve-{model.replace('/', '_')}.log"
             served[model] = stack.enter_context(local_server(model, models=config.models, log_path=log, dtype=dtype))
