@@ -486,9 +486,17 @@ class Int8Linear(torch.nn.Module):
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(torch.bfloat16))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = torch._weight_int8pack_mm(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), self.weight, self.scales)
-        out = flat.reshape(*x.shape[:-1], -1)
+        flat = x.reshape(-1, x.shape[-1])
+        if flat.shape[0] >= PREFILL_ROWS:  # compute-bound: float32 GEMM beats bfloat16 on AVX2, dequantizing costs little
+            weight = self.weight.to(torch.float32).mul_(self.scales.to(torch.float32)[:, None])
+            out = F.linear(flat.to(torch.float32), weight)
+        else:  # memory-bound decoding: read int8 weights
+            out = torch._weight_int8pack_mm(flat.to(torch.bfloat16), self.weight, self.scales)
+        out = out.reshape(*x.shape[:-1], -1)
         return (out if self.bias is None else out + self.bias).to(x.dtype)
+
+
+PREFILL_ROWS = 64  # an Int8Linear given at least this many token rows (a prompt's prefill) multiplies in float32
 
 
 def quantize_linears(module: torch.nn.Module) -> torch.nn.Module:

@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ropd.models import load_tokenizer
-from ropd.serve import Int8Linear, ServeError, local_server
+from ropd.serve import PREFILL_ROWS, Int8Linear, ServeError, local_server
 from ropd.types import JudgeOutput, Rubric
 
 pytestmark = pytest.mark.timeout(120)
@@ -243,6 +243,21 @@ def test_int8_linear_is_close_to_float_and_batch_invariant():
         assert approx.dtype == x.dtype and approx.shape == exact.shape
         assert (approx - exact).abs().max() < 0.02 * exact.abs().max()
         assert torch.equal(quantized(x[:1]), approx[:1])
+
+
+def test_int8_linear_prefill_path_agrees_with_the_decoding_path():
+    """A long prompt (>= PREFILL_ROWS rows) is multiplied in float32 from the same int8 weights."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 96)
+    quantized = Int8Linear(linear)
+    x = torch.randn(1, PREFILL_ROWS, 256)
+    with torch.inference_mode():
+        prefill = quantized(x)
+        decode = torch.cat([quantized(x[:, i : i + 1]) for i in range(PREFILL_ROWS)], dim=1)
+        exact = linear(x)
+    assert prefill.dtype == x.dtype
+    assert (prefill - decode).abs().max() < 0.01 * exact.abs().max()  # bfloat16 rounding of the decoding path only
+    assert (prefill - exact).abs().max() < 0.02 * exact.abs().max()
 
 
 @pytest.mark.slow
