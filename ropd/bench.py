@@ -30,8 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from rich.console import Console
 from transformers import TrainerCallback
 
-from ropd.config import ConfigError, RunConfig
+from ropd.config import ConfigError, JudgeConfig, RunConfig
 from ropd.data import load_prompts
+from ropd.training import uses_rubric_reward
 from ropd.types import PromptRow
 
 console = Console(stderr=True)
@@ -162,14 +163,20 @@ def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None)
 
 
 def arm_config(bench: BenchConfig, method: str, seed: int) -> RunConfig:
-    """The run config of one arm: the base with this method, seed, output folder, shared cache and the stated judge."""
+    """The run config of one arm: the base with this method, seed, output folder, shared cache and the stated judge.
+
+    Only an arm trained on rubric rewards names the judge, so a finished opd or grpo arm stays valid
+    (same fingerprint) when the bench's judge changes.
+    """
     base = bench.base
     out = Path(bench.output_dir)
+    method_config = base.method.model_copy(update={"name": method})
+    rubric_arm = uses_rubric_reward(base.model_copy(update={"method": method_config}))
     return base.model_copy(
         update={
-            "method": base.method.model_copy(update={"name": method}),
+            "method": method_config,
             "training": base.training.model_copy(update={"seed": seed}),
-            "judge": base.judge.model_copy(update={"model": bench.judge}),
+            "judge": base.judge.model_copy(update={"model": bench.judge}) if rubric_arm else JudgeConfig(),
             "output": base.output.model_copy(
                 update={"dir": str(arm_dir(out, method, seed)), "resume": False, "cache": str(out / "cache.sqlite")}
             ),

@@ -136,6 +136,20 @@ def test_ratio_when_rubric_opd_never_gets_there_or_logit_opd_never_improves():
     assert samples_to_reach([(0, 0.0), (8, 0.1)], 0.3) is None
 
 
+def test_only_rubric_arms_name_the_judge(tmp_path):
+    """Changing the bench's judge reruns the rubric arm only: a finished opd arm keeps its fingerprint."""
+    data = bench_data("http://127.0.0.1:9/v1", tmp_path)
+    data["base"]["method"] = {"sequence_reward": "outcome"}
+    other = {**data, "judge": "another-judge"}
+    first, second = BenchConfig.model_validate(data), BenchConfig.model_validate(other)
+    assert bench_module.arm_config(first, "ropd", 0).judge.model == "scripted"
+    assert bench_module.arm_config(second, "ropd", 0) != bench_module.arm_config(first, "ropd", 0)
+    for method in ("opd", "sod", "grpo"):  # sod here takes its sequence advantage from an outcome check
+        config = bench_module.arm_config(first, method, 0)
+        assert config.judge.model is None and config.judge.base_url is None
+        assert config == bench_module.arm_config(second, method, 0)
+
+
 def test_mean_curve_averages_seeds_with_min_and_max():
     from ropd.bench import ArmResult, CurvePoint
 
