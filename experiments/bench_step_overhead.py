@@ -100,7 +100,8 @@ def main() -> None:
         if not ours.poll(60):
             raise SystemExit("the scripted endpoint did not start")
         base_url = ours.recv()
-        print(f"tiny random student, {args.rollouts} rollouts of {args.completion_length} tokens per prompt, {args.latency:.1f} s per API call")
+        print(f"tiny random student, {args.rollouts} rollouts of {args.completion_length} tokens per prompt")
+        print(f"{args.latency:.1f} s per API call")
         print(f"{os.cpu_count()} cores; median over steps 2..{args.steps} of each run")
         print("| prompts per step | rule reward (grpo): step | rubric reward (ropd): step | of which reward | overhead | ratio |")
         print("|---|---|---|---|---|---|")
