@@ -519,7 +519,16 @@ def load_served_model(model: str, dtype: str = "auto", models: dict[str, ModelAl
         return load_model(model, dtype, models).eval()
     if torch.cuda.is_available():
         raise ModelError("dtype int8 is CPU-only; use bfloat16 on a GPU")
-    return quantize_linears(load_model(model, "float32", models).eval())
+    # Loaded in bfloat16 (how such checkpoints are stored), quantized, then the rest made float32: the
+    # same weights as quantizing a float32 load, at about half its peak memory (1.5B: ~5 GB, not ~11).
+    quantized = quantize_linears(load_model(model, "bfloat16", models).eval())
+    for module in quantized.modules():
+        if not isinstance(module, Int8Linear):
+            for tensors in (module._parameters, module._buffers):
+                for name, tensor in tensors.items():
+                    if tensor is not None and tensor.is_floating_point():
+                        tensor.data = tensor.data.float()
+    return quantized
 
 
 def create_app(

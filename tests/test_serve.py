@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ropd.models import load_tokenizer
-from ropd.serve import PREFILL_ROWS, Int8Linear, ServeError, local_server
+from ropd.serve import PREFILL_ROWS, Int8Linear, ServeError, load_served_model, local_server
 from ropd.types import JudgeOutput, Rubric
 
 pytestmark = pytest.mark.timeout(120)
@@ -258,6 +258,18 @@ def test_int8_linear_prefill_path_agrees_with_the_decoding_path():
     assert prefill.dtype == x.dtype
     assert (prefill - decode).abs().max() < 0.01 * exact.abs().max()  # bfloat16 rounding of the decoding path only
     assert (prefill - exact).abs().max() < 0.02 * exact.abs().max()
+
+
+def test_int8_model_keeps_the_rest_in_float32_and_matches_the_float_model():
+    with torch.inference_mode():
+        exact, quantized = load_served_model("tiny-random", "float32"), load_served_model("tiny-random", "int8")
+        linears = [m for m in quantized.modules() if isinstance(m, Int8Linear)]
+        assert linears and not any(isinstance(m, torch.nn.Linear) for m in quantized.modules())
+        others = [t for m in quantized.modules() if not isinstance(m, Int8Linear) for t in [*m._parameters.values(), *m._buffers.values()]]
+        assert all(t.dtype == torch.float32 for t in others if t is not None and t.is_floating_point())
+        ids = torch.randint(0, exact.config.vocab_size, (1, 80))  # long enough for the float32 prefill path
+        close = torch.nn.functional.cosine_similarity(exact(ids).logits.flatten(), quantized(ids).logits.flatten(), dim=0)
+        assert close > 0.99
 
 
 @pytest.mark.slow
