@@ -525,7 +525,7 @@ def load_served_model(model: str, dtype: str = "auto", models: dict[str, ModelAl
     for module in quantized.modules():
         if not isinstance(module, Int8Linear):
             for tensors in (module._parameters, module._buffers):
-                for name, tensor in tensors.items():
+                for tensor in tensors.values():
                     if tensor is not None and tensor.is_floating_point():
                         tensor.data = tensor.data.float()
     return quantized
