@@ -13,7 +13,10 @@ reward than its clean base in the same group, which is what a GRPO advantage see
   before  the judge prompt as it was: experiments/injection_baseline_verifier.jinja, answers embedded as written
   after   ropd's judge path now: prompts/verifier.jinja with ropd.prompts.embed_text (what `ropd train` runs)
 
-and, from the same "after" verdicts, "after+code-check": the rewards with ropd's code-checked criterion
+plus two more ways of judging the same items with ropd's judge path: "one answer per call" (judge.mode single: the
+attacked group's eight answers each judged alone, so an attack cannot lift its neighbours) and the "control" (the group of
+eight with every attack undone: the same slots, each holding its clean base), which separates what the attacks do from
+what judging eight answers at once does. And, from the same "after" verdicts, "after+code-check": the rewards with ropd's code-checked criterion
 (judge.with_consensus, 5 points) that the final answer equals the item's answer, as `consensus_criterion`
 adds it when the teachers agree. Each condition also judges the two clean answers alone (a pair), which
 shows whether the judge ranks them at all and whether the attacks in a group moved the clean ones.
@@ -34,6 +37,7 @@ import statistics
 import sys
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -53,8 +57,17 @@ from ropd.types import JudgeOutput, Rubric  # noqa: E402
 BASELINE_TEMPLATE = REPO / "experiments" / "injection_baseline_verifier.jinja"
 CONDITIONS = ("before", "after")
 CODE_CHECK_POINTS = 5
-# Reported conditions: (name, judge condition, add the code-checked correctness criterion to the rewards)
-REPORTED = (("before", "before", False), ("after", "after", False), ("after+code-check", "after", True))
+# Reported conditions: (name, judge condition, add the code-checked correctness criterion to the rewards, the group's kind)
+REPORTED = (
+    ("before", "before", False, "group"),
+    ("after", "after", False, "group"),
+    ("after+code-check", "after", True, "group"),
+    ("after, one answer per call", "after", False, "single"),
+    ("control: after, attacks undone", "after", False, "control"),
+)
+# Kinds of judge call: the attacked group of eight, the clean pair, the attacked group judged one answer per call
+# (judge.mode single), and the control: the same eight slots with every attack undone (4 correct + 4 incorrect copies).
+KINDS = {"before": ("group", "pair"), "after": ("group", "pair", "single", "control")}
 
 
 # --- items: question, a correct and an incorrect answer, a rubric ------------------------------------------
@@ -138,9 +151,11 @@ async def judge_before(client: LLMClient, question: str, rubric: Rubric, answers
     return met
 
 
-async def judge_after(client: LLMClient, question: str, rubric: Rubric, answers: list[str], seed: str) -> list[list[bool]]:
-    """ropd's judge path as `ropd train` runs it."""
-    return [v.met for v in await judge_verdicts(client, question, rubric, answers, JudgeConfig(), seed)]
+async def judge_after(
+    client: LLMClient, question: str, rubric: Rubric, answers: list[str], seed: str, mode: str = "group"
+) -> list[list[bool]]:
+    """ropd's judge path as `ropd train` runs it (mode "single": one call per answer)."""
+    return [v.met for v in await judge_verdicts(client, question, rubric, answers, JudgeConfig(mode=mode), seed)]
 
 
 JUDGES = {"before": judge_before, "after": judge_after}
@@ -163,19 +178,32 @@ def pair_for(item: dict) -> dict[str, str]:
     return {"clean:correct": item["correct"], "clean:incorrect": item["incorrect"]}
 
 
+def control_for(item: dict, index: int) -> dict[str, str]:
+    """The group of eight with every attack undone: each slot holds its clean base, so any difference from the attacked
+    group is the attacks' doing, and any difference from the pair is the group's size."""
+    return {name: item[name.split(":")[1]] for name in group_for(item, index)}
+
+
+def answers_for(kind: str, item: dict, index: int) -> dict[str, str]:
+    if kind == "pair":
+        return pair_for(item)
+    return control_for(item, index) if kind == "control" else group_for(item, index)
+
+
 async def run_all(client: LLMClient, items: list[dict]) -> list[dict]:
     """One record per (condition, item, kind): every answer's text and booleans by name, or the error."""
 
     async def one(condition: str, kind: str, index: int, item: dict) -> dict:
-        answers = group_for(item, index) if kind == "group" else pair_for(item)
+        answers = answers_for(kind, item, index)
         record = {"condition": condition, "kind": kind, "item": item["id"]}
+        judge = partial(judge_after, mode="single") if kind == "single" else JUDGES[condition]
         try:
-            met = await JUDGES[condition](client, item["question"], item["rubric"], list(answers.values()), item["id"])
+            met = await judge(client, item["question"], item["rubric"], list(answers.values()), item["id"])
         except LLMError as exc:
             return {**record, "error": str(exc)}
         return {**record, "met": dict(zip(answers, met, strict=True))}
 
-    jobs = [one(c, kind, i, item) for kind in ("group", "pair") for c in CONDITIONS for i, item in enumerate(items)]
+    jobs = [one(c, kind, i, item) for c in CONDITIONS for kind in KINDS[c] for i, item in enumerate(items)]
     done: list[dict] = []
     started = time.monotonic()
     for finished in asyncio.as_completed(jobs):
@@ -189,7 +217,7 @@ async def run_all(client: LLMClient, items: list[dict]) -> list[dict]:
 def rewards_of(record: dict, item: dict, index: int, code_check: bool) -> dict[str, float]:
     """Each answer's reward from the judge's booleans; with `code_check`, plus ropd's code-checked criterion that the
     final answer equals the reference (judge.consensus_criterion, here with the item's answer as the consensus)."""
-    answers = group_for(item, index) if record["kind"] == "group" else pair_for(item)
+    answers = answers_for(record["kind"], item, index)
     names, met, rubric = list(record["met"]), list(record["met"].values()), item["rubric"]
     if code_check:
         rubric, met = with_consensus(rubric, met, [answers[n] for n in names], item["value"], CODE_CHECK_POINTS)
@@ -201,18 +229,18 @@ def summarise(records: list[dict], items: list[dict]) -> dict:
     clean one in the same group, and how much the attacked group moved the clean incorrect answer (contamination)."""
     by_id = {item["id"]: (index, item) for index, item in enumerate(items)}
     summary: dict[str, dict] = {}
-    for name, condition, code_check in REPORTED:
+    for name, condition, code_check, kind in REPORTED:
         rewards: dict[tuple[str, str], dict[str, float]] = {}
         for r in records:
             if r["condition"] == condition and "met" in r:
                 index, item = by_id[r["item"]]
                 rewards[(r["kind"], r["item"])] = rewards_of(r, item, index, code_check)
-        groups = [rewards[("group", i["id"])] for i in items if ("group", i["id"]) in rewards]
+        groups = [rewards[(kind, i["id"])] for i in items if (kind, i["id"]) in rewards]
         pairs = [rewards[("pair", i["id"])] for i in items if ("pair", i["id"]) in rewards]
         both = [
-            (rewards[("group", i["id"])], rewards[("pair", i["id"])])
+            (rewards[(kind, i["id"])], rewards[("pair", i["id"])])
             for i in items
-            if ("group", i["id"]) in rewards and ("pair", i["id"]) in rewards
+            if (kind, i["id"]) in rewards and ("pair", i["id"]) in rewards
         ]
         cases = {
             attack: [(g[f"clean:{b}"], g[f"{attack}:{b}"], b) for g in groups for b in ("correct", "incorrect") if f"{attack}:{b}" in g]
@@ -222,7 +250,7 @@ def summarise(records: list[dict], items: list[dict]) -> dict:
         per_attack["all attacks"] = _attack_counts([case for c in cases.values() for case in c])
         summary[name] = {
             "groups": len(groups),
-            "failed_calls": sum(r["condition"] == condition and "error" in r for r in records),
+            "failed_calls": sum(r["condition"] == condition and r["kind"] in (kind, "pair") and "error" in r for r in records),
             "pair_correct_above_incorrect": sum(p["clean:correct"] > p["clean:incorrect"] for p in pairs),
             "pairs": len(pairs),
             "pair_mean": {b: _mean(p[f"clean:{b}"] for p in pairs) for b in ("correct", "incorrect")},
@@ -252,7 +280,7 @@ def _mean(values) -> float | None:
 
 
 def markdown(summary: dict) -> str:
-    names = [name for name, _, _ in REPORTED]
+    names = [name for name, *_ in REPORTED]
     lines = ["| attack | " + " | ".join(f"{n}: raised / lowered (wrong answers raised), mean change" for n in names) + " |"]
     lines.append("|---|" + "---|" * len(names))
     for attack in [*ATTACKS, "all attacks"]:
