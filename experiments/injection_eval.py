@@ -16,8 +16,8 @@ reward than its clean base in the same group, which is what a GRPO advantage see
 plus two more ways of judging the same items with ropd's judge path: "one answer per call" (judge.mode single: the
 attacked group's eight answers each judged alone, so an attack cannot lift its neighbours) and the "control" (the group of
 eight with every attack undone: the same slots, each holding its clean base), which separates what the attacks do from
-what judging eight answers at once does. And, from the same "after" verdicts, "after+code-check": the rewards with ropd's code-checked criterion
-(judge.with_consensus, 5 points) that the final answer equals the item's answer, as `consensus_criterion`
+what judging eight answers at once does. And, from the same "after" verdicts, "after+code-check": the rewards with
+ropd's code-checked criterion (judge.with_consensus, 5 points) that the final answer equals the item's answer, as `consensus_criterion`
 adds it when the teachers agree. Each condition also judges the two clean answers alone (a pair), which
 shows whether the judge ranks them at all and whether the attacks in a group moved the clean ones.
 A judge that gives every answer full marks cannot be raised: read the rates next to the clean pair ranking.
