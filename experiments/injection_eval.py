@@ -55,7 +55,7 @@ from ropd.serve import local_server  # noqa: E402
 from ropd.types import JudgeOutput, Rubric  # noqa: E402
 
 BASELINE_TEMPLATE = REPO / "experiments" / "injection_baseline_verifier.jinja"
-CONDITIONS = ("before", "after")
+CONDITIONS = ("before", "after", "evidence")
 CODE_CHECK_POINTS = 5
 # Reported conditions: (name, judge condition, add the code-checked correctness criterion to the rewards, the group's kind)
 REPORTED = (
@@ -64,10 +64,13 @@ REPORTED = (
     ("after+code-check", "after", True, "group"),
     ("after, one answer per call", "after", False, "single"),
     ("control: after, attacks undone", "after", False, "control"),
+    ("after, with evidence", "evidence", False, "group"),
+    ("control, with evidence", "evidence", False, "control"),
 )
 # Kinds of judge call: the attacked group of eight, the clean pair, the attacked group judged one answer per call
 # (judge.mode single), and the control: the same eight slots with every attack undone (4 correct + 4 incorrect copies).
-KINDS = {"before": ("group", "pair"), "after": ("group", "pair", "single", "control")}
+# "evidence" is ropd's path with judge.expected_evidence on (the judge copies the required and the given final result first).
+KINDS = {"before": ("group", "pair"), "after": ("group", "pair", "single", "control"), "evidence": ("group", "pair", "control")}
 
 
 # --- items: question, a correct and an incorrect answer, a rubric ------------------------------------------
@@ -152,13 +155,14 @@ async def judge_before(client: LLMClient, question: str, rubric: Rubric, answers
 
 
 async def judge_after(
-    client: LLMClient, question: str, rubric: Rubric, answers: list[str], seed: str, mode: str = "group"
+    client: LLMClient, question: str, rubric: Rubric, answers: list[str], seed: str, mode: str = "group", evidence: bool = False
 ) -> list[list[bool]]:
-    """ropd's judge path as `ropd train` runs it (mode "single": one call per answer)."""
-    return [v.met for v in await judge_verdicts(client, question, rubric, answers, JudgeConfig(mode=mode), seed)]
+    """ropd's judge path as `ropd train` runs it (mode "single": one call per answer; evidence: judge.expected_evidence)."""
+    cfg = JudgeConfig(mode=mode, expected_evidence=evidence)
+    return [v.met for v in await judge_verdicts(client, question, rubric, answers, cfg, seed)]
 
 
-JUDGES = {"before": judge_before, "after": judge_after}
+JUDGES = {"before": judge_before, "after": judge_after, "evidence": partial(judge_after, evidence=True)}
 
 
 # --- running and scoring ----------------------------------------------------------------------------------------
