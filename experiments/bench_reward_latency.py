@@ -17,7 +17,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -52,6 +53,26 @@ def serve(latency: float, conn: Connection) -> None:
         conn.send(server.base_url)
         while conn.recv() != "stop":
             conn.send({"requests": len(server.requests), "max_in_flight": server.max_in_flight})
+
+
+@contextmanager
+def slow_endpoint(latency: float) -> Iterator[tuple[str, Callable[[], dict]]]:
+    """Run `serve` in its own process; yield its base URL and a function that returns its request stats."""
+    ours, theirs = multiprocessing.get_context("spawn").Pipe()
+    server = multiprocessing.get_context("spawn").Process(target=serve, args=(latency, theirs), daemon=True)
+    server.start()
+
+    def stats() -> dict:
+        ours.send("stats")
+        return ours.recv()
+
+    try:
+        if not ours.poll(60):
+            raise SystemExit("the scripted endpoint did not start")
+        yield ours.recv(), stats
+    finally:
+        ours.send("stop")
+        server.join(timeout=10)
 
 
 async def run(args: argparse.Namespace, base_url: str, stats: Callable[[], dict], cache: ResultCache) -> None:
@@ -108,23 +129,12 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    ours, theirs = multiprocessing.get_context("spawn").Pipe()
-    server = multiprocessing.get_context("spawn").Process(target=serve, args=(args.latency, theirs), daemon=True)
-    server.start()
-
-    def stats() -> dict:
-        ours.send("stats")
-        return ours.recv()
-
-    try:
-        if not ours.poll(60):
-            raise SystemExit("the scripted endpoint did not start")
-        base_url = ours.recv()
-        with tempfile.TemporaryDirectory() as tmp, ResultCache(Path(tmp) / "cache.sqlite") as cache:
-            asyncio.run(run(args, base_url, stats, cache))
-    finally:
-        ours.send("stop")
-        server.join(timeout=10)
+    with (
+        slow_endpoint(args.latency) as (base_url, stats),
+        tempfile.TemporaryDirectory() as tmp,
+        ResultCache(Path(tmp) / "cache.sqlite") as cache,
+    ):
+        asyncio.run(run(args, base_url, stats, cache))
 
 
 if __name__ == "__main__":

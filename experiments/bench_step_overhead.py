@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import io
 import json
-import multiprocessing
 import os
 import statistics
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from bench_reward_latency import serve  # the scripted endpoint with a fixed latency per call
+from bench_reward_latency import slow_endpoint  # the scripted endpoint with a fixed latency per call
 
 from ropd.cache import ResultCache
 from ropd.config import RunConfig, load_config
@@ -94,13 +93,7 @@ def main() -> None:
     parser.add_argument("--completion-length", type=int, default=16)
     parser.add_argument("--latency", type=float, default=1.0)
     args = parser.parse_args()
-    ours, theirs = multiprocessing.get_context("spawn").Pipe()
-    server = multiprocessing.get_context("spawn").Process(target=serve, args=(args.latency, theirs), daemon=True)
-    server.start()
-    try:
-        if not ours.poll(60):
-            raise SystemExit("the scripted endpoint did not start")
-        base_url = ours.recv()
+    with slow_endpoint(args.latency) as (base_url, _):
         print(f"tiny random student, {args.rollouts} rollouts of {args.completion_length} tokens per prompt")
         print(f"{args.latency:.1f} s per API call")
         print(f"{os.cpu_count()} cores; median over steps 2..{args.steps} of each run")
@@ -115,9 +108,6 @@ def main() -> None:
                     f"{rubric_step - rule_step:+.2f} s | {rubric_step / rule_step:.2f}x |",
                     flush=True,
                 )
-    finally:
-        ours.send("stop")
-        server.join(timeout=10)
 
 
 if __name__ == "__main__":
