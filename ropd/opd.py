@@ -36,9 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -217,14 +215,8 @@ class TeacherTrainer(TimedGRPOTrainer):
         mask = inputs["completion_mask"]
         return mask * inputs["tool_mask"] if "tool_mask" in inputs else mask
 
-    @contextmanager
     def _timed_teacher(self):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            mode = "train" if self.model.training else "eval"
-            self._metrics[mode]["time/teacher_logits"].append(time.perf_counter() - start)
+        return self._timed("time/teacher_logits", "train" if self.model.training else "eval")
 
     def _record(self, name: str, total: torch.Tensor, count: torch.Tensor) -> None:
         """Append a batch mean (summed over processes) to the trainer's metrics."""

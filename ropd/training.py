@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -112,19 +112,22 @@ def last_checkpoint(output_dir: Path) -> Path | None:
 class TimedGRPOTrainer(GRPOTrainer):
     """GRPOTrainer that times each phase of a step into its metrics: sample, reward, update."""
 
-    def _generate(self, prompts: list):
+    @contextmanager
+    def _timed(self, name: str, mode: str = "train"):
+        """Append the seconds the block took to the step's metric `name`."""
         start = time.perf_counter()
         try:
-            return super()._generate(prompts)
+            yield
         finally:
-            self._metrics["train"]["time/sample"].append(time.perf_counter() - start)
+            self._metrics[mode][name].append(time.perf_counter() - start)
+
+    def _generate(self, prompts: list):
+        with self._timed("time/sample"):
+            return super()._generate(prompts)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        start = time.perf_counter()
-        try:
+        with self._timed("time/reward"):
             return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        finally:
-            self._metrics["train"]["time/reward"].append(time.perf_counter() - start)
 
 
 class StepLog(TrainerCallback):
