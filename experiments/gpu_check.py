@@ -67,10 +67,10 @@ def build_random_model(name: str, tokenizer_dir: Path, root: Path, seed: int) ->
     return out
 
 
-def write_prompts(path: Path, count: int = 16) -> Path:
-    """Arithmetic questions in TRL's conversational format, with reference answers."""
+def write_prompts(path: Path, count: int = 16, offset: int = 0) -> Path:
+    """Arithmetic questions in TRL's conversational format, with reference answers (`offset` gives other numbers)."""
     rows = []
-    for i in range(count):
+    for i in range(offset, offset + count):
         a, b = 17 + 3 * i, 5 + i
         question = f"A shop has {a} apples and buys {b} more. How many apples does it have now?"
         rows.append({"id": f"q{i}", "prompt": [{"role": "user", "content": question}], "answer": str(a + b)})

@@ -569,6 +569,12 @@ def headline(by_method: dict[str, list[ArmResult]]) -> RatioResult:
     return sample_efficiency_ratio(pairs["opd"], pairs["ropd"])
 
 
+def headline_by_seed(by_method: dict[str, list[ArmResult]]) -> dict[int, RatioResult]:
+    """The headline ratio computed on each seed's own curves, so its spread over seeds is visible."""
+    seeds = sorted({a.seed for arms in by_method.values() for a in arms})
+    return {seed: headline({m: [a for a in arms if a.seed == seed] for m, arms in by_method.items()}) for seed in seeds}
+
+
 # --- the bench -------------------------------------------------------------------------------------
 
 
@@ -631,6 +637,7 @@ def write_results(
         "target_accuracy": bench.target_accuracy,
         "price_as": bench.price_as,
         "headline": headline(by_method).model_dump(),
+        "headline_by_seed": {str(seed): ratio.model_dump() for seed, ratio in headline_by_seed(by_method).items()},
         "methods": {m: method_summary(bench, m, a) for m, a in by_method.items()},
         "arms": [a.model_dump() for a in arms],
         "seconds": round(seconds, 1),
@@ -657,6 +664,15 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
+def _per_seed_headline(results: dict[str, Any]) -> list[str]:
+    """One bullet with each seed's own headline ratio, when there is more than one seed."""
+    by_seed = results.get("headline_by_seed") or {}
+    if len(by_seed) < 2:
+        return []
+    parts = [f"seed {seed}: " + (f"{r['ratio']:.2f}x" if r["ratio"] is not None else r["status"]) for seed, r in by_seed.items()]
+    return ["- Headline per seed (each seed's own curves): " + "; ".join(parts) + "."]
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     h = results["headline"]
     b = results["budget"]
@@ -666,6 +682,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         "- **Headline** (samples logit OPD needs to reach its final accuracy / samples rubric OPD needs for the same): "
         + (f"**{h['ratio']:.2f}x**" if h["ratio"] is not None else f"**{h['status']}**")
         + f" — {h['note']}.",
+        *_per_seed_headline(results),
         f"- Student `{results['student']}`; teacher `{results['teacher']}` (the same model in every arm: logits for opd/sod, "
         f"answers for ropd); rubricator and judge `{results['judge']}`.",
         f"- Teacher: {results['teacher_description'] or '(not described)'}",
@@ -707,6 +724,12 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines += ["| method | " + " | ".join(map(str, samples)) + " |", "|---|" + "---|" * len(samples)]
         for s in results["methods"].values():
             lines.append(f"| {s['method']} | " + " | ".join(_pct(p["mean"]) for p in s["curve"]) + " |")
+        if len(results["budget"]["seeds"]) > 1:
+            lines += ["", "The same, per seed (the spread behind the means):", ""]
+            lines += ["| method | seed | " + " | ".join(map(str, samples)) + " |", "|---|---|" + "---|" * len(samples)]
+            for arm in sorted(results["arms"], key=lambda a: (list(results["methods"]).index(a["method"]), a["seed"])):
+                by_samples = {p["samples"]: p["accuracy"] for p in arm["curve"]}
+                lines.append(f"| {arm['method']} | {arm['seed']} | " + " | ".join(_pct(by_samples.get(x)) for x in samples) + " |")
     if results.get("notes"):
         lines += ["", "Notes: " + results["notes"].strip()]
     if not results["complete"]:

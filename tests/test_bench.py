@@ -150,22 +150,39 @@ def test_only_rubric_arms_name_the_judge(tmp_path):
         assert config == bench_module.arm_config(second, method, 0)
 
 
-def test_mean_curve_averages_seeds_with_min_and_max():
+def finished_arm(method, seed, accs):
     from ropd.bench import ArmResult, CurvePoint
 
-    def arm(seed, accs):
-        curve = [
-            CurvePoint(step=i, samples=8 * i, accuracy=a, answered=1, truncated=0, mean_completion_tokens=1, teacher_tokens=100 * i)
-            for i, a in enumerate(accs)
-        ]
-        return ArmResult(
-            method="opd", seed=seed, fingerprint="x", curve=curve, steps=2, samples=16, teacher_tokens=200, judge_tokens=0,
-            judge_requests=0, cost_usd=0, wall_seconds=1, eval_seconds=0,
-        )  # fmt: skip
+    curve = [
+        CurvePoint(step=i, samples=8 * i, accuracy=a, answered=1, truncated=0, mean_completion_tokens=1, teacher_tokens=100 * i)
+        for i, a in enumerate(accs)
+    ]
+    return ArmResult(
+        method=method, seed=seed, fingerprint="x", curve=curve, steps=2, samples=16, teacher_tokens=200, judge_tokens=0,
+        judge_requests=0, cost_usd=0, wall_seconds=1, eval_seconds=0,
+    )  # fmt: skip
 
-    rows = mean_curve([arm(0, [0.0, 0.2, 0.4]), arm(1, [0.0, 0.4, 0.2])])
+
+def test_mean_curve_averages_seeds_with_min_and_max():
+    rows = mean_curve([finished_arm("opd", 0, [0.0, 0.2, 0.4]), finished_arm("opd", 1, [0.0, 0.4, 0.2])])
     assert rows == [(0, 0.0, 0.0, 0.0), (8, pytest.approx(0.3), 0.2, 0.4), (16, pytest.approx(0.3), 0.2, 0.4)]
-    assert [x for x, *_ in mean_curve([arm(0, [0.0, 0.1, 0.2])], "teacher_tokens")] == [0, 100, 200]
+    assert [x for x, *_ in mean_curve([finished_arm("opd", 0, [0.0, 0.1, 0.2])], "teacher_tokens")] == [0, 100, 200]
+
+
+def test_headline_per_seed_shows_what_the_mean_curves_hide():
+    from ropd.bench import _per_seed_headline, headline, headline_by_seed
+
+    by_method = {
+        "opd": [finished_arm("opd", 0, [0.0, 0.4, 0.4]), finished_arm("opd", 1, [0.0, 0.2, 0.4])],
+        "ropd": [finished_arm("ropd", 0, [0.0, 0.4, 0.4]), finished_arm("ropd", 1, [0.0, 0.1, 0.2])],
+    }
+    assert headline(by_method).status == "not reached"  # mean curves: opd ends at 0.4, ropd at 0.3
+    per_seed = headline_by_seed(by_method)
+    assert (per_seed[0].status, per_seed[0].ratio) == ("reached", 1.0)  # both reach 0.4 after 8 samples
+    assert (per_seed[1].status, per_seed[1].ratio) == ("not reached", None)
+    results = {"headline_by_seed": {str(k): v.model_dump() for k, v in per_seed.items()}}
+    assert _per_seed_headline(results) == ["- Headline per seed (each seed's own curves): seed 0: 1.00x; seed 1: not reached."]
+    assert _per_seed_headline({"headline_by_seed": {"0": per_seed[0].model_dump()}}) == []
 
 
 @pytest.mark.parametrize(
