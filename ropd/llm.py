@@ -353,7 +353,7 @@ class LLMClient:
     async def _ask_until_valid(
         self, messages: list[dict], schema: type[T], json_schema: dict, check: Callable[[T], None] | None
     ) -> tuple[T, _Spent]:
-        conversation, spent, error = list(messages), _Spent(), ""
+        conversation, spent, error, finish_reason = list(messages), _Spent(), "", None
         for _ in range(self.max_reasks + 1):
             text, finish_reason, cost = await self._json_request(conversation, json_schema, schema.__name__)
             spent = spent.plus(cost)
@@ -366,7 +366,10 @@ class LLMClient:
                     error=error, schema=json.dumps(json_schema), cut_off=finish_reason == "length", max_tokens=self.endpoint.max_tokens
                 )
                 conversation = [*messages, {"role": "assistant", "content": text}, *reask]
-        raise LLMError(self._scrub(f"{self.role} ({self.model}) gave no valid {schema.__name__} after {self.max_reasks} re-asks: {error}"))
+        cut_off = f" (its last reply was cut off at max_tokens={self.endpoint.max_tokens}: raise it)" if finish_reason == "length" else ""
+        raise LLMError(
+            self._scrub(f"{self.role} ({self.model}) gave no valid {schema.__name__} after {self.max_reasks} re-asks: {error}{cut_off}")
+        )
 
     async def _json_request(self, messages: list[dict], json_schema: dict, name: str) -> tuple[str, str | None, _Spent]:
         """One completion (text, finish reason, cost), asking for the strictest response_format this server has not rejected."""

@@ -164,6 +164,16 @@ def test_output_cut_off_at_max_tokens_is_re_asked_with_that_said():
     assert "cut off" not in server.requests[0]["messages"][-1]["content"]
 
 
+def test_giving_up_on_replies_cut_off_at_max_tokens_says_so():
+    cut = Reply(content='{"criteria": [{"id": "c1", "text": "The final answer is', finish_reason="length")
+    with ScriptedServer(sequence(cut)) as server:
+        client = make_client(server, max_tokens=64)
+        client.max_reasks = 1
+        with pytest.raises(LLMError, match=r"cut off at max_tokens=64: raise it"):
+            asyncio.run(client.chat_json(QUESTION, Rubric))
+    assert len(server.requests) == 2
+
+
 def test_a_failed_semantic_check_is_re_asked_and_bounded(tmp_path):
     def at_least_two(rubric: Rubric) -> None:
         if len(rubric.criteria) < 2:
