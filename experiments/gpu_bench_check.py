@@ -87,6 +87,7 @@ def run_check(tokenizer: Path, out: Path) -> int:
         return 1
     results = json.loads((bench_dir / "results.json").read_text())
     failed = not all(written.values())
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     for arm in results["arms"]:
         samples = [point["samples"] for point in arm["curve"]]
         complete = samples == [i * PROMPTS_PER_STEP * GENERATIONS for i in range(STEPS + 1)]
@@ -94,7 +95,7 @@ def run_check(tokenizer: Path, out: Path) -> int:
         print(
             json.dumps(
                 {
-                    "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+                    "device": device,
                     "method": arm["method"],
                     "curve_samples": samples,
                     "curve_accuracy": [point["accuracy"] for point in arm["curve"]],

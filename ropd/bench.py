@@ -664,12 +664,17 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
+def _ratio_text(ratio: dict[str, Any]) -> str:
+    """A headline ratio as "2.50x", or its status when there is no ratio ("not reached", "undefined")."""
+    return f"{ratio['ratio']:.2f}x" if ratio["ratio"] is not None else ratio["status"]
+
+
 def _per_seed_headline(results: dict[str, Any]) -> list[str]:
     """One bullet with each seed's own headline ratio, when there is more than one seed."""
     by_seed = results.get("headline_by_seed") or {}
     if len(by_seed) < 2:
         return []
-    parts = [f"seed {seed}: " + (f"{r['ratio']:.2f}x" if r["ratio"] is not None else r["status"]) for seed, r in by_seed.items()]
+    parts = [f"seed {seed}: {_ratio_text(r)}" for seed, r in by_seed.items()]
     return ["- Headline per seed (each seed's own curves): " + "; ".join(parts) + "."]
 
 
@@ -680,7 +685,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         "# Sample efficiency: rubric OPD vs logit OPD",
         "",
         "- **Headline** (samples logit OPD needs to reach its final accuracy / samples rubric OPD needs for the same): "
-        + (f"**{h['ratio']:.2f}x**" if h["ratio"] is not None else f"**{h['status']}**")
+        + f"**{_ratio_text(h)}**"
         + f" — {h['note']}.",
         *_per_seed_headline(results),
         f"- Student `{results['student']}`; teacher `{results['teacher']}` (the same model in every arm: logits for opd/sod, "
