@@ -148,46 +148,61 @@ def add_rubric(sub: argparse._SubParsersAction) -> None:
 
 def add_judge(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("judge", help="Judge answers against a rubric (prints rewards and verdicts).", description=cmd_judge.__doc__)
-    _add_llm_call_flags(p, 'JSON file: {"question": str, "rubric": {"criteria": [...]}, "answers": [str]}.')
+    _add_llm_call_flags(
+        p,
+        'JSON file: {"question": str, "rubric": {"criteria": [...]}, "answers": [str], "teacher_answers": [str] (optional: they '
+        "ground verifiable targets and give the consensus answer)}.",
+    )
+    p.add_argument("--seed", default="0", help="Seed of the answers' shuffle (training uses PROMPT_ID:STEP, e.g. gsm-3:12; default: 0).")
     p.set_defaults(func=cmd_judge)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve a local model (alias, folder or Hub id) over an OpenAI-compatible API until Ctrl-C.
+    """Serve a local model (alias, GGUF file, folder or Hub id) over an OpenAI-compatible API until Ctrl-C.
 
-    POST /v1/chat/completions honours n, seed, temperature, top_p, max_tokens, stop and
-    response_format (json_schema / json_object, enforced token by token); GET /v1/models, GET /health.
+    A small launcher: GGUF models (the packaged ones included) run on llama.cpp's llama-server from
+    their file as it is; Hugging Face models run on vLLM on a GPU, else on llama-server after a
+    one-time conversion to GGUF (--dtype picks its type). Requests may send n, seed, temperature,
+    top_p, max_tokens, stop and response_format (json_schema / json_object).
     """
-    from ropd.serve import run_server
+    from ropd.serve import ServeError, run_server
 
-    run_server(
-        args.model,
-        args.host,
-        args.port,
-        served_name=args.served_name,
-        dtype=args.dtype,
-        max_batch_size=args.max_batch_size,
-        threads=args.threads,
-        exit_on_stdin_eof=args.exit_on_stdin_eof,
-    )
+    try:
+        run_server(
+            args.model,
+            host=args.host,
+            port=args.port,
+            served_name=args.served_name,
+            dtype=args.dtype,
+            engine=args.engine,
+            threads=args.threads,
+            slots=args.slots,
+            slot_context=args.slot_context,
+        )
+    except ServeError as exc:
+        return _fail(exc)
     return 0
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:
+    from ropd.serve import DEFAULT_SLOTS, ENGINES, GGUF_TYPES
+
     p = sub.add_parser("serve", help="Serve a local model over an OpenAI-compatible API.", description=cmd_serve.__doc__)
-    p.add_argument("model", help="Model alias (see `ropd models`), local folder or Hub id.")
+    p.add_argument("model", help="Model alias (see `ropd models`), .gguf file, local folder or Hub id.")
     p.add_argument("--host", default="127.0.0.1", help="Address to listen on (default: loopback only).")
     p.add_argument("--port", type=int, default=8000, help="Port to listen on.")
-    p.add_argument("--served-name", help="The model name requests must send (default: MODEL as given).")
+    p.add_argument("--served-name", help="The model name the server reports (default: MODEL as given).")
+    p.add_argument("--engine", default="auto", choices=ENGINES, help="auto: vLLM for Hugging Face models on a GPU, else llama.cpp.")
     p.add_argument(
         "--dtype",
         default="auto",
-        choices=["auto", "float32", "bfloat16", "float16", "int8"],
-        help="Weights: auto (float32 on CPU, bfloat16 on GPU); int8 = int8 Linear weights, faster decoding on a CPU.",
+        choices=list(GGUF_TYPES),
+        help="Weights of a Hugging Face model: llama.cpp converts it to f16 (auto), f32, bf16 or q8_0 (int8); vLLM takes "
+        "the dtype as is. Packaged GGUF models are served as shipped.",
     )
-    p.add_argument("--max-batch-size", type=int, default=16, help="Most sequences decoded together (a request's n samples count each).")
-    p.add_argument("--threads", type=int, help="Torch CPU threads (default: torch's choice, one per physical core).")
-    p.add_argument("--exit-on-stdin-eof", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, help="llama.cpp CPU threads (default: all cores).")
+    p.add_argument("--slots", type=int, default=DEFAULT_SLOTS, help="llama.cpp: requests decoded together (each of n samples takes one).")
+    p.add_argument("--slot-context", type=int, help="llama.cpp: context tokens per slot (default: min(8192, the model's)).")
     p.set_defaults(func=cmd_serve)
 
 

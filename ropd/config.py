@@ -56,10 +56,15 @@ class EndpointConfig(_Section):
     max_concurrency: int = Field(default=32, ge=1, description="Requests in flight at once.")
     requests_per_minute: float | None = Field(default=None, gt=0, description="Request rate limit (unset: none).")
     tokens_per_minute: float | None = Field(default=None, gt=0, description="Token rate limit, prompt plus completion (unset: none).")
+    serve_engine: Literal["auto", "llama.cpp", "vllm"] = Field(
+        default="auto",
+        description="Engine of the loopback server ropd starts when this model is local: llama.cpp (llama-server, GGUF, CPU) or "
+        "vLLM (Hugging Face models, GPU); auto = vLLM for a Hugging Face model when a GPU and vLLM are there, else llama.cpp.",
+    )
     serve_dtype: Literal["auto", "float32", "bfloat16", "float16", "int8"] = Field(
         default="auto",
-        description="Weights dtype of the loopback server ropd starts when this model is local "
-        "(auto: bfloat16 on GPU, float32 on CPU; int8: int8 Linear weights, faster decoding on a CPU).",
+        description="Weights of a local Hugging Face model when ropd serves it: llama.cpp converts it once to GGUF f16 (auto), "
+        "f32, bf16 or q8_0 (int8); vLLM takes the dtype as is. Packaged GGUF models are served as shipped.",
     )
 
 

@@ -302,13 +302,18 @@ class LLMClient:
     ) -> None:
         """Fetch the missing samples: one request with `n` where the server honours it, else one request each."""
         if len(missing) > 1 and self._n_honoured is not False:
-            response, spent = await self._sample_request(messages, len(missing), self._sample_seed(missing[0]), json_schema)
-            choices = [c.message.content or "" for c in response.choices]
-            self._n_honoured = len(choices) >= len(missing)
-            if not self._n_honoured:
-                log.info("%s: the server ignored n=%d; asking for each sample separately", self.role, len(missing))
-            for index, text in zip(missing, choices, strict=False):
-                self._store_sample(keys[index], texts, index, text, spent.share(len(choices)))
+            try:
+                response, spent = await self._sample_request(messages, len(missing), self._sample_seed(missing[0]), json_schema)
+            except _NRejected as exc:
+                self._n_honoured = False
+                log.info("%s: the server refused n=%d (%s); asking for each sample separately", self.role, len(missing), exc.message)
+            else:
+                choices = [c.message.content or "" for c in response.choices]
+                self._n_honoured = len(choices) >= len(missing)
+                if not self._n_honoured:
+                    log.info("%s: the server ignored n=%d; asking for each sample separately", self.role, len(missing))
+                for index, text in zip(missing, choices, strict=False):
+                    self._store_sample(keys[index], texts, index, text, spent.share(len(choices)))
             missing = [i for i in missing if texts[i] is None]
         await asyncio.gather(*(self._fetch_sample(messages, keys, texts, i, json_schema) for i in missing))
 
@@ -469,6 +474,8 @@ class LLMClient:
                 with attempt:
                     return await self._attempt(state, request)
         except openai.APIStatusError as exc:
+            if exc.status_code in (400, 422) and n > 1:
+                raise _NRejected(self._failure(exc, 1)) from None  # e.g. more samples than the server decodes at once
             if exc.status_code in (400, 422) and response_format is not None:
                 raise _Rejected(self._failure(exc, 1)) from None
             raise LLMError(self._failure(exc, 1 if not is_retryable(exc) else self.endpoint.max_retries + 1)) from None
@@ -528,6 +535,14 @@ class LLMClient:
 
 class _Rejected(Exception):
     """The server refused a request's response_format (400/422)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class _NRejected(Exception):
+    """The server refused a request for several samples (400/422): ask for them one at a time instead."""
 
     def __init__(self, message: str):
         super().__init__(message)

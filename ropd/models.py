@@ -1,8 +1,9 @@
 """Model specs: resolve a short alias to where a model lives, and load local weights.
 
 Aliases come from `configs/models.yaml`, extended or overridden by a run config's `models:`.
-Packaged models are GGUF files shipped inside pinned PyPI wheels; they are checked against their
-sha256, converted once to safetensors under the ropd cache directory, and reused from there.
+Packaged models are GGUF files shipped inside pinned PyPI wheels, checked against their sha256.
+llama.cpp serves the GGUF file itself (`packaged_gguf`); training and white-box use need weights
+transformers can load, converted once to safetensors under the ropd cache directory (`ensure_packaged`).
 """
 
 from __future__ import annotations
@@ -103,32 +104,65 @@ def _part_path(part: PackagedPart) -> Path:
     return path
 
 
-def ensure_packaged(key: str) -> Path:
-    """Assemble, verify and convert a packaged GGUF model to safetensors once; return its folder."""
+def packaged_gguf(key: str) -> Path:
+    """A packaged model's GGUF file, checked against its sha256: the wheel's own file when it ships in one
+    part, else the parts assembled once under the ropd cache. This is what llama.cpp serves."""
     spec = _table()[1].get(key)
     if spec is None:
         raise ModelError(f"no packaged model named '{key}' in {MODELS_FILE}")
+    paths = [_part_path(p) for p in spec.parts]
+    if len(paths) == 1:
+        _check_sha256_once(paths[0], spec.sha256, key)
+        return paths[0]
+    out = ropd_home() / "models" / f"{key}.gguf"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if out.is_file():
+            return out
+        with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".partial", delete=False) as sink:
+            digest = hashlib.sha256()
+            for path in paths:
+                with path.open("rb") as source:
+                    while chunk := source.read(1 << 22):
+                        digest.update(chunk)
+                        sink.write(chunk)
+        if digest.hexdigest() != spec.sha256:
+            Path(sink.name).unlink()
+            raise ModelError(f"packaged model '{key}' fails its sha256 check ({digest.hexdigest()} != {spec.sha256}); reinstall its wheels")
+        Path(sink.name).replace(out)
+    return out
+
+
+def _check_sha256_once(path: Path, expected: str, key: str) -> None:
+    """Check a file's sha256, remembering a pass for this file's size and mtime in the ropd cache."""
+    stat = path.stat()
+    marker = ropd_home() / "models" / f"{key}.verified"
+    stamp = f"{path}:{stat.st_size}:{stat.st_mtime_ns}:{expected}"
+    if marker.is_file() and marker.read_text() == stamp:
+        return
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while chunk := source.read(1 << 22):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        raise ModelError(f"packaged model '{key}' fails its sha256 check ({digest.hexdigest()} != {expected}); reinstall its wheel")
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(stamp)
+
+
+def ensure_packaged(key: str) -> Path:
+    """Convert a packaged GGUF model to safetensors once (for training and white-box use); return its folder."""
     out = ropd_home() / "models" / key
     if (out / "config.json").is_file():
         return out
+    gguf = packaged_gguf(key)
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out) + ".lock"):
         if (out / "config.json").is_file():
             return out
-        paths = [_part_path(p) for p in spec.parts]
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            gguf = Path(tmp) / "model.gguf"
-            digest = hashlib.sha256()
-            with gguf.open("wb") as sink:
-                for path in paths:
-                    with path.open("rb") as source:
-                        while chunk := source.read(1 << 22):
-                            digest.update(chunk)
-                            sink.write(chunk)
-            if digest.hexdigest() != spec.sha256:
-                raise ModelError(
-                    f"packaged model '{key}' fails its sha256 check ({digest.hexdigest()} != {spec.sha256}); reinstall its wheels"
-                )
             _convert_gguf(gguf, Path(tmp) / "hf")
             shutil.move(str(Path(tmp) / "hf"), out)
     return out

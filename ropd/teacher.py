@@ -156,7 +156,8 @@ def open_teacher_pool(config: RunConfig, cache: ResultCache, rows: list[PromptRo
             f"the teacher '{config.teacher.model}' is a local model and needs a server, but ropd.serve cannot be used ({exc}); "
             f"serve it yourself and pass --teacher-base-url"
         ) from None
-    with local_server(config.teacher.model, models=config.models, dtype=config.teacher.serve_dtype) as base_url:
+    teacher = config.teacher
+    with local_server(teacher.model, models=config.models, dtype=teacher.serve_dtype, engine=teacher.serve_engine) as base_url:
         yield build_teacher_pool(config, cache, local_base_url=base_url)
 
 

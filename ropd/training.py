@@ -24,7 +24,7 @@ from rich.console import Console
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from ropd.config import RunConfig, TrainingConfig, dump_config
+from ropd.config import EndpointConfig, RunConfig, TrainingConfig, dump_config
 from ropd.data import check_prompt_lengths, load_prompts, to_dataset
 from ropd.models import is_local, load_model, load_tokenizer, local_path, pick_dtype
 from ropd.teacher import needs_local_server
@@ -228,21 +228,23 @@ def serve_local_models(config: RunConfig, stack: ExitStack) -> dict[str, str]:
         return {}
     served: dict[str, str] = {}
 
-    def url_for(model: str, dtype: str) -> str:  # one server per model: the first role to ask picks its dtype
+    def url_for(endpoint: EndpointConfig) -> str:  # one server per model: the first role to ask picks its settings
+        model = endpoint.model
         if model not in served:
-            from ropd.serve import local_server  # the serve extra is needed only when something is served
+            from ropd.serve import local_server
 
-            console.print(f"starting a local OpenAI-compatible server for {model} (dtype {dtype}) ...")
+            console.print(f"starting a local OpenAI-compatible server for {model} ...")
             log = Path(config.output.dir) / f"serve-{model.replace('/', '_')}.log"
-            served[model] = stack.enter_context(local_server(model, models=config.models, log_path=log, dtype=dtype))
+            server = local_server(model, models=config.models, log_path=log, dtype=endpoint.serve_dtype, engine=endpoint.serve_engine)
+            served[model] = stack.enter_context(server)
         return served[model]
 
     urls: dict[str, str] = {}
     if needs_local_server(config):
-        urls["teacher"] = url_for(config.teacher.model, config.teacher.serve_dtype)
+        urls["teacher"] = url_for(config.teacher)
     judge = config.judge_endpoint()
     if not judge.base_url and is_local(judge.model, config.models):
-        urls["judge"] = url_for(judge.model, judge.serve_dtype)
+        urls["judge"] = url_for(judge)
     return urls
 
 
