@@ -67,24 +67,42 @@ def load_request(path: str, model: type[BaseModel]) -> BaseModel:
         raise DataError(f"{path}: " + "; ".join(problems)) from None
 
 
-def _judge_config(args: argparse.Namespace, template_field: str) -> JudgeConfig:
-    """The judge settings of a one-off call; with a base URL (flag or OPENAI_BASE_URL) the model name passes verbatim."""
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or None
-    fields = {"model": args.model, "base_url": base_url, "timeout": args.timeout}
+def _judge_config(args: argparse.Namespace, template_field: str) -> tuple[JudgeConfig, dict]:
+    """The judge settings of a one-off call, resolved as `ropd train` resolves them, and the model alias table.
+
+    The library defaults, then the `judge:` section of --config FILE (an unset judge model takes the
+    config's teacher model and base URL, as in training), then the --judge-* flags, then --model,
+    --base-url, --template and --timeout. With no base URL anywhere, OPENAI_BASE_URL; with a base URL
+    the model name passes to that server verbatim.
+    """
+    from ropd.config import load_config, overrides_from_args
+
+    config = load_config(args.config, overrides_from_args(args))
+    endpoint = config.judge_endpoint()
+    fields = {**config.judge.model_dump(), "model": endpoint.model, "base_url": endpoint.base_url, "api_key_env": endpoint.api_key_env}
+    if args.model:
+        fields["model"] = args.model
+    fields["base_url"] = args.base_url or fields["base_url"] or os.environ.get("OPENAI_BASE_URL") or None
+    if args.timeout is not None:
+        fields["timeout"] = args.timeout
     if args.template:
         fields[template_field] = args.template
     try:
-        return JudgeConfig(**{k: v for k, v in fields.items() if v is not None})
+        return JudgeConfig(**fields), config.models
     except ValidationError as exc:
         raise ConfigError(str(exc)) from None
 
 
-def _client(cfg: JudgeConfig, role: str, cache_path: str | None):
+def _client(cfg: JudgeConfig, role: str, cache_path: str | None, aliases: dict | None = None):
     from ropd.cache import ResultCache
+    from ropd.judge import judge_endpoint
     from ropd.llm import LLMClient
 
     endpoint = EndpointConfig(**{k: v for k, v in cfg.model_dump().items() if k in EndpointConfig.model_fields})
-    return LLMClient(endpoint, role=role, cache=ResultCache(cache_path) if cache_path else None, max_reasks=cfg.max_reasks)
+    if role == "judge":
+        endpoint = judge_endpoint(endpoint, cfg)  # consistency mode samples at its own temperature, as in training
+    cache = ResultCache(cache_path) if cache_path else None
+    return LLMClient(endpoint, role=role, cache=cache, max_reasks=cfg.max_reasks, aliases=aliases or None)
 
 
 def _print_json(value: object) -> None:
@@ -103,41 +121,67 @@ def cmd_rubric(args: argparse.Namespace) -> int:
     from ropd.rubrics import RubricRequest, induce_rubric
 
     request = load_request(args.input, RubricRequest)
-    cfg = _judge_config(args, "rubric_template")
-    client = _client(cfg, "rubricator", args.cache)
+    cfg, aliases = _judge_config(args, "rubric_template")
+    client = _client(cfg, "rubricator", args.cache, aliases)
     try:
         rubric = asyncio.run(induce_rubric(client, request.question, request.teacher_answers, request.student_answers, cfg))
     except LLMError as exc:
         return _fail(exc)
-    _print_json(rubric.model_dump(mode="json"))
+    _print_json(rubric.model_dump(mode="json", exclude_none=True))
     return 0
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
-    """Judge answers against a rubric; print {"rewards": [...], "verdicts": [[...]]} in input order."""
-    from ropd.judge import JudgeRequest, judge_answers, rubric_reward
+    """Judge answers against a rubric and score them exactly as training does (ropd.scoring: the judge's booleans plus
+    the code checks the judge settings turn on); print, in input order, {"rewards": [...], "verdicts": [[...]]} (the
+    booleans that count, one per criterion of the scored rubric), "judge_verdicts" (the judge's own booleans),
+    "criteria" (ids of the scored rubric: a consensus criterion is appended when added) and "decided_by" (per criterion:
+    judge, evidence, target or consensus)."""
+    from ropd.judge import JudgeRequest, judge_verdicts
     from ropd.llm import LLMError
+    from ropd.scoring import score_verdicts
 
     request = load_request(args.input, JudgeRequest)
-    cfg = _judge_config(args, "verifier_template")
-    client = _client(cfg, "judge", args.cache)
+    cfg, aliases = _judge_config(args, "verifier_template")
+    client = _client(cfg, "judge", args.cache, aliases)
     try:
-        met = asyncio.run(judge_answers(client, request.question, request.rubric, request.answers, cfg, seed=0))
+        verdicts = asyncio.run(judge_verdicts(client, request.question, request.rubric, request.answers, cfg, seed=args.seed))
     except LLMError as exc:
         return _fail(exc)
-    _print_json({"rewards": [rubric_reward(request.rubric, m) for m in met], "verdicts": met})
+    scored = score_verdicts(request.rubric, verdicts, request.answers, request.teacher_answers, cfg, request.question)
+    _print_json(
+        {
+            "rewards": scored.rewards,
+            "verdicts": scored.met,
+            "judge_verdicts": [v.met for v in verdicts],
+            "criteria": [c.id for c in scored.rubric.criteria],
+            "decided_by": scored.decided_by,
+        }
+    )
     return 0
 
 
 def _add_llm_call_flags(p: argparse.ArgumentParser, input_help: str) -> None:
+    from ropd.config import add_config_flags
+
     p.add_argument("--input", required=True, metavar="FILE", help=input_help)
-    p.add_argument("--model", required=True, help="Model: the name the server at --base-url serves, or an API model alias.")
     p.add_argument(
-        "--base-url", help="OpenAI-compatible base URL (default: OPENAI_BASE_URL, else the model alias's). Key from OPENAI_API_KEY."
+        "--config",
+        metavar="FILE",
+        help="YAML run config: its judge section (as `ropd train` resolves it) sets the judge; flags override it.",
+    )
+    p.add_argument(
+        "--model",
+        help="Model: the name the server at --base-url serves, or an API model alias (default: the config's judge, as in training).",
+    )
+    p.add_argument(
+        "--base-url",
+        help="OpenAI-compatible base URL (default: the config's, else OPENAI_BASE_URL, else the model alias's). Key from OPENAI_API_KEY.",
     )
     p.add_argument("--template", metavar="PATH", help="Prompt template: a name in prompts/ or a path to a .jinja file.")
     p.add_argument("--timeout", type=float, help="Seconds before a request is abandoned and retried.")
     p.add_argument("--cache", metavar="FILE", help="SQLite result cache to read and write (default: none).")
+    add_config_flags(p, ("judge",))
 
 
 def add_rubric(sub: argparse._SubParsersAction) -> None:
@@ -422,7 +466,9 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
 
     Answers are sampled once from real models (cached), labelled by checking them against each
     prompt's reference answer; items need one right and one wrong answer. Then the rubricator and
-    judge score them in each --mode, with and without the consensus criterion. Prints AUC, pairwise
+    judge score them in each --mode; from the same verdicts, rewards with each code check the judge
+    settings turn on (verifiable targets, evidence check) off and on, and with and without the
+    consensus criterion. Prints AUC, pairwise
     accuracy, schema validity, calls, tokens and seconds per call: a table on stderr, JSON on stdout.
     """
     from ropd.cache import ResultCache
@@ -508,11 +554,13 @@ def _judge_eval_table(report: dict) -> Table:
     title = f"ropd judge-eval: {report['judge']} on {report['labelled']['items']} items of {report['dataset']}"
     title += ", evidence: " + "/".join("expected+final" if e else "final" for e in sorted(evidence))
     table = Table(title=title, box=box.SIMPLE_HEAD)
-    for column in ("mode", "cons.", "items", "AUC", "pairwise", "ties", "valid", "calls", "s/call"):
+    for column in ("mode", "checks", "cons.", "items", "AUC", "pairwise", "ties", "valid", "calls", "s/call"):
         table.add_column(column, justify="right", no_wrap=True)
     for r in report["results"]:
+        checks = "+".join(name for name, on in (("T", r.get("targets")), ("E", r.get("evidence_check"))) if on) or "-"
         table.add_row(
             r["mode"],
+            checks + ("*" if r.get("as_configured") else ""),
             f"on {r['consensus_items']}" if r["consensus"] else "off",
             f"{r['items']}" + (f"+{r['failed_items']}!" if r["failed_items"] else ""),
             num(r["auc"]),
@@ -522,7 +570,11 @@ def _judge_eval_table(report: dict) -> Table:
             str(r["calls"]),
             num(r["seconds_per_call"], 1),
         )
-    table.caption = "cons.: consensus criterion (items it was added to); valid: judge replies with complete verdicts"
+    table.caption = (
+        "checks: code checks on the judge's booleans, T = verifiable targets, E = evidence check (* = as configured: "
+        "what training computes); "
+        "cons.: consensus criterion (items it was added to); valid: judge replies with complete verdicts"
+    )
     return table
 
 

@@ -112,7 +112,11 @@ class JudgeConfig(EndpointConfig):
     chunk_size: int | None = Field(
         default=None, ge=1, description="Judge at most this many answers per call (unset: the whole group in one call)."
     )
-    score_teacher_answers: bool = Field(default=True, description="Judge the teacher answers too, for diagnostics only.")
+    score_teacher_answers: bool = Field(
+        default=False,
+        description="Judge the teacher answers too, for diagnostics only (rubric/teacher_score_mean): in judge calls of their own "
+        "(chunk_size applies), never in the rollouts' call, so the rollouts' verdicts do not depend on it.",
+    )
     mode: Literal["group", "single", "consistency"] = Field(
         default="group",
         description="How answers are judged: group = all answers of a prompt in one call (as published); single = one call per "
@@ -133,6 +137,23 @@ class JudgeConfig(EndpointConfig):
         "the teacher answers give (math-verify). Left out for a prompt whose teacher answers have no majority.",
     )
     consensus_points: int = Field(default=5, ge=1, description="Points of the consensus criterion.")
+    verifiable_criteria: bool = Field(
+        default=False,
+        description="Ask the rubricator for an optional `target` per criterion (a number or text of at most 32 characters a "
+        "correct answer contains: the final result or an intermediate one) and let code, not the judge, decide criteria whose "
+        "target is usable and grounded: it must occur in at least half of the teacher answers (as their final answer for a "
+        "final-result target). A final-result target is met when the answer's extracted final answer equals it; another one "
+        "when the answer's text contains it (numbers compared numerically, text after normalising case and whitespace). A "
+        "target that is absent, malformed, unsafe, ungrounded or also in the question is dropped: the judge decides. Rules: "
+        "ropd/targets.py.",
+    )
+    evidence_check: bool = Field(
+        default=False,
+        description="Needs expected_evidence. Compare the judge's copies in code: the result R most of the group's verdicts "
+        "copied as `expected` decides every criterion whose text contains R; an answer meets it when the `final_answer` the "
+        "judge copied from it equals R (numbers numerically, text normalised), whatever boolean the judge gave. Criteria with "
+        "a grounded target (verifiable_criteria) stay with the target.",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> JudgeConfig:
@@ -140,6 +161,8 @@ class JudgeConfig(EndpointConfig):
             raise ValueError("min_criteria is larger than max_criteria")
         if self.min_points > self.max_points:
             raise ValueError("min_points is larger than max_points")
+        if self.evidence_check and not self.expected_evidence:
+            raise ValueError("evidence_check compares the judge's expected and final_answer copies: turn on expected_evidence too")
         return self
 
 

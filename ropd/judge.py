@@ -8,8 +8,9 @@ reports is ignored.
 
 Modes (`judge.mode`): "group" judges the whole group in one call (as published); "single" makes one
 call per answer; "consistency" draws `consistency_samples` verdicts per call (one request with `n`)
-and decides each criterion by majority. A code-checked consensus criterion can be added after the
-judge has spoken (`with_consensus`).
+and decides each criterion by majority. Criteria are model-written text too: each is neutralised to one
+line (`embed_line`) before the judge sees it. Turning verdicts into rewards, with the code checks
+(verifiable targets, evidence check, consensus criterion), is ropd.scoring's `score_verdicts`.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ropd.config import EndpointConfig, JudgeConfig
 from ropd.llm import extract_json
-from ropd.prompts import VERIFIER_VARIABLES, LabelledText, boundary_code, final_text, load_template
-from ropd.rubrics import consensus_criterion, meets_consensus
-from ropd.types import JudgeOutput, Rubric, Verdict
+from ropd.prompts import VERIFIER_VARIABLES, LabelledText, boundary_code, embed_line, final_text, load_template
+from ropd.rubrics import CRITERION_MAX_CHARS, consensus_criterion, meets_consensus
+from ropd.scoring import rubric_reward as rubric_reward  # re-exported: callers import it from here
+from ropd.targets import clean_target
+from ropd.types import Criterion, JudgeOutput, Rubric, Verdict
 
 if TYPE_CHECKING:
     from ropd.llm import LLMClient
@@ -52,6 +55,9 @@ class JudgeRequest(BaseModel):
     question: str = Field(min_length=1)
     rubric: Rubric
     answers: list[str] = Field(min_length=1)
+    teacher_answers: list[str] = Field(
+        default_factory=list, description="Teacher answers: they ground verifiable targets and give the consensus answer."
+    )
 
     @field_validator("rubric")
     @classmethod
@@ -62,16 +68,6 @@ class JudgeRequest(BaseModel):
         if rubric.total_points <= 0:
             raise ValueError("the criteria carry 0 points in total")
         return rubric
-
-
-def rubric_reward(rubric: Rubric, met: list[bool]) -> float:
-    """sum(points of met criteria) / sum(points), in [0, 1]."""
-    if len(met) != len(rubric.criteria):
-        raise ValueError(f"{len(met)} booleans for a rubric of {len(rubric.criteria)} criteria")
-    total = rubric.total_points
-    if total <= 0:
-        raise ValueError("the rubric carries 0 points in total")
-    return sum(c.points for c, ok in zip(rubric.criteria, met, strict=True) if ok) / total
 
 
 def shuffled_order(n: int, seed: int | str) -> list[int]:
@@ -123,14 +119,31 @@ def check_verdicts(output: JudgeOutput, num_answers: int, num_criteria: int) -> 
         raise ValueError("; ".join(problems) + f". Give exactly one verdict for each answer 1..{num_answers}.")
 
 
+def shown_criteria(rubric: Rubric) -> list[Criterion]:
+    """The criteria as the judge template gets them: id, category and text neutralised to one line each
+    (`embed_line`, the text cut to CRITERION_MAX_CHARS), a target only when usable (ropd.targets rule 1)."""
+    return [
+        c.model_copy(
+            update={
+                "id": embed_line(c.id, 16) or "?",
+                "category": embed_line(c.category, 32),
+                "text": embed_line(c.text, CRITERION_MAX_CHARS) or "(empty criterion)",
+                "target": clean_target(c.target)[0],
+            }
+        )
+        for c in rubric.criteria
+    ]
+
+
 def verifier_messages(question: str, rubric: Rubric, answers: list[str], cfg: JudgeConfig) -> tuple[list[dict], str]:
     """The judge's chat messages for answers already in label order, and the template hash."""
     template = load_template(cfg.verifier_template, VERIFIER_VARIABLES)
     items = [LabelledText(str(i), final_text(a)) for i, a in enumerate(answers, start=1)]
-    boundary = boundary_code(question, *(c.text for c in rubric.criteria), *(i.text for i in items), salt="verifier")
+    criteria = shown_criteria(rubric)
+    boundary = boundary_code(question, *(c.text for c in criteria), *(i.text for i in items), salt="verifier")
     messages = template.render(
         question=question,
-        criteria=rubric.criteria,
+        criteria=criteria,
         answers=items,
         boundary=boundary,
         num_answers=len(items),

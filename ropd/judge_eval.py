@@ -6,8 +6,11 @@
    correct and one incorrect answer are dropped and counted. The teacher answers the rubricator
    contrasts them with come from a model, or from the dataset's worked solutions ("reference").
 2. Per judging mode, as training does it: the rubricator writes a rubric per item (cached, so every
-   mode sees the same rubric), the judge checks every answer, ropd computes the rewards, with and
-   without the code-checked consensus criterion (the same verdicts, so the second costs nothing).
+   mode sees the same rubric), the judge checks every answer, and ropd.scoring.score_verdicts (the
+   function training uses) computes the rewards. One row per combination of the code checks the config
+   allows, from the same verdicts, so the extra rows cost no judge call: the judge's booleans alone,
+   + verifiable targets (when `verifiable_criteria` is on), + evidence check (when `evidence_check`
+   is on), each with and without the consensus criterion. `as_configured` marks the row training computes.
 3. Reward quality (ropd.quality): AUC and within-item pairwise accuracy, plus the judge's schema
    validity, calls, tokens and seconds per call. Each item's outcome is cached too: a rerun is free.
 """
@@ -32,18 +35,21 @@ from ropd.cache import ResultCache
 from ropd.config import EndpointConfig, JudgeConfig, ModelAlias, redact_url
 from ropd.data import REASONING_GYM, DataError
 from ropd.eval import is_correct
-from ropd.judge import JudgeTally, judge_endpoint, judge_verdicts, rubric_reward, with_consensus
+from ropd.judge import JudgeTally, judge_endpoint, judge_verdicts
 from ropd.llm import LLMClient, LLMError
 from ropd.models import is_local
 from ropd.prompts import RUBRIC_VARIABLES, VERIFIER_VARIABLES, load_template
 from ropd.quality import pair_counts, roc_auc
 from ropd.rubrics import consensus_answer, induce_rubric
-from ropd.types import PromptRow, Rubric
+from ropd.scoring import ScoredGroup, score_verdicts
+from ropd.types import PromptRow, Rubric, Verdict
 
 MODES = ("group", "single", "consistency")
 REFERENCE_TEACHER = "reference"
 TEACHER_SEED_OFFSET = 10_000  # teacher samples of a model that also generates answers must differ from its answers
-ITEM_RECORD_VERSION = 1
+ITEM_RECORD_VERSION = 2  # 2: whole verdicts (evidence copies included) instead of their booleans
+# JudgeConfig fields that only change how verdicts become rewards: no part of an item's cache key.
+SCORING_ONLY = frozenset({"consensus_criterion", "consensus_points", "evidence_check", "score_teacher_answers", "rubric_refresh"})
 UNSERVED = "http://127.0.0.1:9/v1"  # stands in for a local model's server while only the cache is read
 
 
@@ -364,11 +370,11 @@ def save_labelled_set(labelled: LabelledSet, path: str | Path) -> None:
 
 
 class ItemResult(BaseModel):
-    """One item judged in one mode: the rubric, the booleans per answer (input order), and what the judge cost."""
+    """One item judged in one mode: the rubric, the verdict per answer (input order), and what the judge cost."""
 
     id: str
     rubric: Rubric | None = None
-    met: list[list[bool]] | None = None
+    verdicts: list[Verdict] | None = None
     error: str | None = None
     judge_calls: int = 0
     judge_replies: int = 0
@@ -383,7 +389,7 @@ def _item_key(item: LabelledItem, cfg: JudgeConfig, identity: str) -> str:
     """Everything that decides an item's outcome: the item, the judge's identity and settings, and the template texts."""
     settings = cfg.model_dump(
         exclude={"base_url", "api_key_env", "timeout", "max_retries", "max_concurrency", "requests_per_minute", "tokens_per_minute"}
-        | {"consensus_criterion", "consensus_points", "score_teacher_answers", "rubric_refresh"}
+        | SCORING_ONLY
     )
     templates = {
         "rubric": load_template(cfg.rubric_template, RUBRIC_VARIABLES).hash,
@@ -415,7 +421,7 @@ async def measure_item(
     try:
         result.rubric = await induce_rubric(rubricator, item.question, item.teacher_answers, texts, cfg)
         verdicts = await judge_verdicts(judge, item.question, result.rubric, texts, cfg, seed=item.id, tally=tally)
-        result.met = [v.met for v in verdicts]
+        result.verdicts = verdicts
     except LLMError as exc:
         result.error = str(exc)
     finally:
@@ -477,12 +483,15 @@ def all_stored(items: list[LabelledItem], cfgs: list[JudgeConfig], identity: str
 
 
 class SetupResult(BaseModel):
-    """Reward quality of one judge setup over the labelled set."""
+    """Reward quality of one judge setup and one combination of code checks over the labelled set."""
 
     judge: str
     mode: str
     expected_evidence: bool
+    targets: bool = Field(default=False, description="Verifiable targets decided their criteria (verifiable_criteria).")
+    evidence_check: bool = Field(default=False, description="The judge's copied results decided the final-result criteria.")
     consensus: bool
+    as_configured: bool = Field(default=False, description="These are the checks the config turns on: what training computes.")
     items: int = Field(description="Items judged successfully (the figures below are over these).")
     failed_items: int
     answers: int
@@ -491,6 +500,9 @@ class SetupResult(BaseModel):
     pairwise_ties: float | None = Field(description="Share of those pairs with equal scores (counted as misses above).")
     pairs: int
     consensus_items: int = Field(description="Items whose teacher answers had a majority final answer (the criterion was added).")
+    target_criteria: float | None = Field(default=None, description="Mean criteria per item decided by a grounded target.")
+    evidence_criteria: float | None = Field(default=None, description="Mean criteria per item decided by the evidence check.")
+    dropped_targets: float | None = Field(default=None, description="Mean targets per item dropped back to the judge.")
     validity: float | None = Field(description="Share of judge replies that held complete verdicts (first try or not).")
     calls: int
     replies: int
@@ -499,21 +511,53 @@ class SetupResult(BaseModel):
     seconds_per_item: float | None = Field(description="Mean wall seconds per item: rubric plus verdicts.")
 
 
-def summarize(judge: str, cfg: JudgeConfig, items: list[LabelledItem], results: list[ItemResult], consensus: bool) -> SetupResult:
-    """Rewards recomputed from the stored booleans (plus the consensus criterion when asked), then the quality figures."""
+def scoring_rows(cfg: JudgeConfig) -> list[dict[str, bool]]:
+    """The combinations of code checks reported for a config: each check it turns on, off and on; consensus off and on."""
+    targets = [False, True] if cfg.verifiable_criteria else [False]
+    evidence = [False, True] if cfg.evidence_check and cfg.expected_evidence else [False]
+    return [
+        {"verifiable_criteria": t, "evidence_check": e, "consensus_criterion": c} for t in targets for e in evidence for c in (False, True)
+    ]
+
+
+def score_item(item: LabelledItem, result: ItemResult, cfg: JudgeConfig) -> ScoredGroup | None:
+    """An item's rewards exactly as training computes them under `cfg` (ropd.scoring), or None when it was not judged."""
+    if result.verdicts is None or result.rubric is None:
+        return None
+    texts = [c.text for c in item.candidates]
+    return score_verdicts(result.rubric, result.verdicts, texts, item.teacher_answers, cfg, item.question)
+
+
+def summarize(
+    judge: str,
+    cfg: JudgeConfig,
+    items: list[LabelledItem],
+    results: list[ItemResult],
+    consensus: bool | None = None,
+    *,
+    targets: bool = False,
+    evidence: bool = False,
+) -> SetupResult:
+    """Rewards recomputed from the stored verdicts with the given code checks (ropd.scoring), then the quality figures.
+
+    `consensus` None keeps the config's setting; targets and evidence apply only where the config allows them.
+    """
+    consensus = cfg.consensus_criterion if consensus is None else consensus
+    checks = {"verifiable_criteria": targets and cfg.verifiable_criteria, "consensus_criterion": consensus}
+    checks["evidence_check"] = evidence and cfg.evidence_check and cfg.expected_evidence
+    scoring = cfg.model_copy(update=checks)
     groups: list[tuple[list[float], list[bool]]] = []
-    with_consensus_items = 0
+    scored_items: list[ScoredGroup] = []
     for item, result in zip(items, results, strict=True):
-        if result.met is None or result.rubric is None:
+        scored = score_item(item, result, scoring)
+        if scored is None:
             continue
-        rubric, met = result.rubric, result.met
-        texts = [c.text for c in item.candidates]
-        if consensus and (agreed := consensus_answer(item.teacher_answers)) is not None:
-            rubric, met = with_consensus(rubric, met, texts, agreed, cfg.consensus_points)
-            with_consensus_items += 1
-        groups.append(([rubric_reward(rubric, m) for m in met], [c.correct for c in item.candidates]))
+        scored_items.append(scored)
+        groups.append((scored.rewards, [c.correct for c in item.candidates]))
+    with_consensus_items = sum(s.consensus is not None for s in scored_items)
     counts = pair_counts(groups)
-    ok = [r for r in results if r.met is not None]
+    ok = [r for r in results if r.verdicts is not None]
+    n = len(scored_items)
     calls = sum(r.judge_calls for r in results)
     replies = sum(r.judge_replies for r in results)
     requests = sum(r.judge_requests for r in results)
@@ -521,7 +565,10 @@ def summarize(judge: str, cfg: JudgeConfig, items: list[LabelledItem], results: 
         judge=judge,
         mode=cfg.mode,
         expected_evidence=cfg.expected_evidence,
+        targets=checks["verifiable_criteria"],
+        evidence_check=checks["evidence_check"],
         consensus=consensus,
+        as_configured=all(getattr(cfg, name) == value for name, value in checks.items()),
         items=len(groups),
         failed_items=len(results) - len(ok),
         answers=sum(len(labels) for _, labels in groups),
@@ -530,6 +577,9 @@ def summarize(judge: str, cfg: JudgeConfig, items: list[LabelledItem], results: 
         pairwise_ties=counts.ties / counts.pairs if counts.pairs else None,
         pairs=counts.pairs,
         consensus_items=with_consensus_items,
+        target_criteria=sum(s.count("target") for s in scored_items) / n if n else None,
+        evidence_criteria=sum(s.count("evidence") for s in scored_items) / n if n else None,
+        dropped_targets=sum(len(s.dropped_targets) for s in scored_items) / n if n else None,
         validity=sum(r.judge_valid for r in results) / replies if replies else None,
         calls=calls,
         replies=replies,
@@ -564,12 +614,21 @@ def evaluate_judge(
         endpoint = endpoint.model_copy(update={"base_url": url})
         for mode_cfg in cfgs:
             results = asyncio.run(measure_items(labelled.items, mode_cfg, endpoint, served_identity, cache, concurrency, progress))
-            for consensus in (False, True):
-                setups.append(summarize(cfg.model, mode_cfg, labelled.items, results, consensus))
-            for item, result in zip(labelled.items, results, strict=True):
-                per_item[item.id]["rewards"][mode_cfg.mode] = (
-                    [rubric_reward(result.rubric, m) for m in result.met] if result.met and result.rubric else result.error
+            for row in scoring_rows(mode_cfg):
+                setups.append(
+                    summarize(
+                        cfg.model,
+                        mode_cfg,
+                        labelled.items,
+                        results,
+                        row["consensus_criterion"],
+                        targets=row["verifiable_criteria"],
+                        evidence=row["evidence_check"],
+                    )
                 )
+            for item, result in zip(labelled.items, results, strict=True):
+                scored = score_item(item, result, mode_cfg)
+                per_item[item.id]["rewards"][mode_cfg.mode] = scored.rewards if scored is not None else result.error
     answers = [c for item in labelled.items for c in item.candidates]
     return {
         "dataset": labelled.dataset,

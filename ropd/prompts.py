@@ -10,7 +10,8 @@ whole prompt's content, so no answer can contain its own closing line (it would 
 hash of itself) and text inside an answer cannot pass for the next answer or for instructions.
 Embedded answers are also neutralised (`embed_text`): invisible characters (zero-width, bidi
 controls, tag characters) are removed and runs of three or more angle brackets, look-alikes
-included, are cut to two, so no line of an answer can even resemble a boundary line.
+included, are cut to two, so no line of an answer can even resemble a boundary line. Rubric
+criteria, written by a model too, get the same treatment and are kept to one line (`embed_line`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,19 @@ PROMPTS_DIR = PACKAGE_ROOT / "prompts"
 TEMPLATE_SUFFIX = ".jinja"
 
 RUBRIC_VARIABLES = frozenset(
-    {"question", "references", "students", "boundary", "extra_instructions", "min_criteria", "max_criteria", "min_points", "max_points"}
+    {
+        "question",
+        "references",
+        "students",
+        "boundary",
+        "extra_instructions",
+        "min_criteria",
+        "max_criteria",
+        "min_points",
+        "max_points",
+        "verifiable_criteria",
+        "target_max_chars",
+    }
 )
 VERIFIER_VARIABLES = frozenset({"question", "criteria", "answers", "boundary", "num_answers", "num_criteria", "expected_evidence"})
 
@@ -66,6 +79,13 @@ def embed_text(text: str) -> str:
         text = INVISIBLE_EXTRA.sub("", text)
         text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in INVISIBLE_CATEGORIES)
     return CLOSER_RUN.sub(">>", OPENER_RUN.sub("<<", text))
+
+
+def embed_line(text: str, max_chars: int | None = None) -> str:
+    """A short model-written text (a rubric criterion) made safe to list in a prompt: `embed_text`, then every run of
+    whitespace, line breaks included, made one space (so it cannot start a line of its own), cut to `max_chars`."""
+    line = " ".join(embed_text(text).split())
+    return line if max_chars is None or len(line) <= max_chars else line[: max_chars - 3].rstrip() + "..."
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@
     GRPOTrainer(..., reward_funcs=[reward])
 
 Per prompt group: k teacher answers (cached) -> a rubric induced from teacher answers and student
-rollouts (or reused, per `judge.rubric_refresh`) -> one batched judge call over the rollouts and
-the teacher answers -> reward = sum(points of met criteria) / sum(points). Groups are scored
+rollouts (or reused, per `judge.rubric_refresh`) -> one batched judge call over the rollouts (the
+teacher answers, when `judge.score_teacher_answers` is on, in call(s) of their own) -> the code
+checks and reward = sum(points of met criteria) / sum(points), both by
+ropd.scoring.score_verdicts, the path `ropd judge` and judge-eval use too. Groups are scored
 concurrently. A group whose teacher answers, rubric or verdicts failed after all retries gets None
 for every rollout (TRL skips it), never a silent 0. When the prompts carry reference answers, each
 call also logs how well the rewards separate correct from incorrect answers (quality/*); the
@@ -25,15 +27,24 @@ from typing import Any, Protocol
 from ropd.config import EndpointConfig, JudgeConfig, RunConfig
 from ropd.data import prompt_id
 from ropd.eval import is_correct
-from ropd.judge import judge_endpoint, judge_verdicts, rubric_reward, with_consensus
+from ropd.judge import judge_endpoint, judge_verdicts
 from ropd.llm import LLMClient, LLMError
 from ropd.prompts import final_text
 from ropd.quality import pair_counts, roc_auc
-from ropd.rubrics import RubricStore, consensus_answer, induce_rubric
+from ropd.rubrics import RubricStore, induce_rubric
+from ropd.scoring import ScoredGroup, decision_counts, score_verdicts
 from ropd.teacher import TeacherError, build_teacher_pool, needs_local_server
-from ropd.types import Criterion, GroupScore, PromptRow, Rubric, Usage
+from ropd.types import Criterion, GroupScore, PromptRow, Rubric, Usage, Verdict
 
 PHASES = ("teacher", "rubric", "judge")
+# Per scored group, mean criteria decided by each source (ropd.scoring), and targets dropped back to the judge.
+DECISION_METRICS = {
+    "judged": "rubric/judged_criteria",
+    "target": "rubric/verifiable_criteria",
+    "evidence": "rubric/evidence_criteria",
+    "consensus": "rubric/consensus_criteria",
+    "dropped_targets": "rubric/dropped_targets",
+}
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +68,7 @@ class GroupRun:
     teacher_answers: list[str] = field(default_factory=list)
     correct: list[bool] | None = None  # rollouts checked against the prompt's reference answer, when it has one
     teacher_correct: list[bool] | None = None
+    scored: ScoredGroup | None = None  # how each criterion of the rollouts' rubric was decided
 
 
 def completion_text(completion: Any) -> str:
@@ -208,20 +220,38 @@ class RubricReward:
             run.seconds["rubric"] = time.monotonic() - clock
 
             phase, clock = "judge", time.monotonic()
-            judged = rollouts + (references if cfg.score_teacher_answers else [])
-            verdicts = await judge_verdicts(self.judge_client, row.question, rubric, judged, cfg, seed=f"{row.id}:{step}")
+            seed = f"{row.id}:{step}"
+            calls = [judge_verdicts(self.judge_client, row.question, rubric, rollouts, cfg, seed=seed)]
+            if cfg.score_teacher_answers:  # their own call(s): the rollouts' call never holds them
+                calls.append(judge_verdicts(self.judge_client, row.question, rubric, references, cfg, seed=f"{seed}:teacher"))
+            results = await asyncio.gather(*calls, return_exceptions=True)
             run.seconds["judge"] = time.monotonic() - clock
+            if isinstance(results[0], BaseException):
+                raise results[0]
         except (LLMError, TeacherError) as exc:
             run.failed_phase = phase
             run.score.error = f"{phase}: {exc}"
             log.warning("prompt '%s': no reward for its %d rollouts this step (%s)", row.id, len(rollouts), run.score.error)
             return run
         run.teacher_answers = references
-        met = [v.met for v in verdicts]
-        if cfg.consensus_criterion and (consensus := consensus_answer(references)) is not None:
-            rubric, met = with_consensus(rubric, met, judged, consensus, cfg.consensus_points)
-        run.score = _group_score(row.id, rubric, met, len(rollouts))
-        run.final_answers = [_evidence(v.model_extra) for v in verdicts[: len(rollouts)]]
+        verdicts: list[Verdict] = results[0]  # type: ignore[assignment]
+        run.scored = score_verdicts(rubric, verdicts, rollouts, references, cfg, row.question)
+        run.score = GroupScore(
+            prompt_id=row.id,
+            rewards=run.scored.rewards,
+            verdicts=run.scored.met,
+            rubric=run.scored.rubric,
+            decided_by=list(run.scored.decided_by),
+        )
+        if len(results) > 1:
+            teacher_verdicts = results[1]
+            if isinstance(teacher_verdicts, LLMError):  # diagnostics only: the rollouts keep their rewards
+                log.warning("prompt '%s': teacher answers not scored (%s)", row.id, teacher_verdicts)
+            elif isinstance(teacher_verdicts, BaseException):
+                raise teacher_verdicts
+            else:
+                run.score.teacher_scores = score_verdicts(rubric, teacher_verdicts, references, references, cfg, row.question).rewards
+        run.final_answers = [_evidence(v.model_extra) for v in verdicts]
         return run
 
     def metrics(self, runs: list[GroupRun]) -> dict[str, float]:
@@ -243,6 +273,10 @@ class RubricReward:
         if scored:
             out["rubric/criteria"] = statistics.fmean(len(r.score.rubric.criteria) for r in scored)  # type: ignore[union-attr]
             out["rubric/reuse_rate"] = sum(r.rubric_reused for r in scored) / len(scored)
+            counts = decision_counts([r.scored for r in scored if r.scored is not None])
+            for name, metric in DECISION_METRICS.items():
+                if name in counts:
+                    out[metric] = counts[name]
         teacher_groups = [r.score for r in scored if r.score.teacher_scores]
         if teacher_groups:
             out["rubric/teacher_score_mean"] = statistics.fmean(x for s in teacher_groups for x in s.teacher_scores)
@@ -283,13 +317,6 @@ class RubricReward:
         if isinstance(teacher_usage, Usage):
             usages = {"teacher": teacher_usage, **usages}
         return usages
-
-
-def _group_score(pid: str, rubric: Rubric, met: list[list[bool]], num_rollouts: int) -> GroupScore:
-    scores = [rubric_reward(rubric, m) for m in met]
-    return GroupScore(
-        prompt_id=pid, rewards=scores[:num_rollouts], verdicts=met[:num_rollouts], teacher_scores=scores[num_rollouts:], rubric=rubric
-    )
 
 
 def quality_metrics(runs: list[GroupRun]) -> dict[str, float]:

@@ -5,7 +5,8 @@ built from the configured bounds, and has the client re-ask when the reply break
 ids, too few or too many criteria, points out of range); a criterion that repeats another's text is
 dropped, and a re-ask follows only when too few distinct ones remain. `RubricStore` decides when a
 prompt's rubric is reused instead of induced again. `consensus_answer` and
-`consensus_criterion` make the optional criterion that code, not the judge, checks.
+`consensus_criterion` make the optional criterion that code, not the judge, checks. With
+`judge.verifiable_criteria` the rubricator is also asked for a `target` per criterion (ropd.targets).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ropd.config import JudgeConfig
 from ropd.eval import answers_match, extract_final_answer, is_correct
 from ropd.prompts import RUBRIC_VARIABLES, LabelledText, boundary_code, final_text, load_template
+from ropd.targets import TARGET_MAX_CHARS
 from ropd.types import Criterion, Rubric
 
 if TYPE_CHECKING:
@@ -38,18 +40,19 @@ class RubricRequest(BaseModel):
 
 
 def rubric_schema(cfg: JudgeConfig) -> dict[str, Any]:
-    """The JSON schema sent to the rubricator: the `Rubric` contract with the configured bounds."""
-    criterion = {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string", "minLength": 1, "maxLength": 16},
-            "category": {"type": "string", "maxLength": 32},
-            "text": {"type": "string", "minLength": 1, "maxLength": CRITERION_MAX_CHARS},
-            "points": {"type": "integer", "minimum": cfg.min_points, "maximum": cfg.max_points},
-        },
-        "required": ["id", "category", "text", "points"],
-        "additionalProperties": False,
+    """The JSON schema sent to the rubricator: the `Rubric` contract with the configured bounds.
+
+    With `verifiable_criteria`, every criterion also carries a `target` string ("" for none) after its text.
+    """
+    properties: dict[str, Any] = {
+        "id": {"type": "string", "minLength": 1, "maxLength": 16},
+        "category": {"type": "string", "maxLength": 32},
+        "text": {"type": "string", "minLength": 1, "maxLength": CRITERION_MAX_CHARS},
     }
+    if cfg.verifiable_criteria:
+        properties["target"] = {"type": "string", "maxLength": TARGET_MAX_CHARS}
+    properties["points"] = {"type": "integer", "minimum": cfg.min_points, "maximum": cfg.max_points}
+    criterion = {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
     return {
         "type": "object",
         "properties": {"criteria": {"type": "array", "items": criterion, "minItems": cfg.min_criteria, "maxItems": cfg.max_criteria}},
@@ -111,6 +114,8 @@ def rubric_messages(question: str, teacher_answers: list[str], student_answers: 
         max_criteria=cfg.max_criteria,
         min_points=cfg.min_points,
         max_points=cfg.max_points,
+        verifiable_criteria=cfg.verifiable_criteria,
+        target_max_chars=TARGET_MAX_CHARS,
     )
     return messages, template.hash
 

@@ -6,7 +6,8 @@ The JSON shapes of `Rubric` and `JudgeOutput` are firm contracts (the `ropd rubr
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -43,13 +44,31 @@ class PromptRow(BaseModel):
 
 
 class Criterion(BaseModel):
-    """One binary rubric criterion worth `points` when met."""
+    """One binary rubric criterion worth `points` when met.
+
+    `target` (optional, `judge.verifiable_criteria`) is a value a correct answer contains, which code may check
+    instead of the judge (see ropd.targets). A number arrives as its text; anything that is neither a string
+    nor a number (a list, an object, a boolean, NaN) is dropped here, so the criterion stays with the judge.
+    Records written before the field existed parse with no target.
+    """
 
     model_config = ConfigDict(extra="ignore")
     id: str = Field(min_length=1)
     category: str = ""
     text: str = Field(min_length=1)
     points: int
+    target: str | None = None
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _scalar_target(cls, value: Any) -> str | None:
+        if isinstance(value, bool) or value is None:
+            return None
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, float):
+            return repr(value) if math.isfinite(value) else None
+        return value if isinstance(value, str) else None
 
 
 class Rubric(BaseModel):
@@ -124,6 +143,7 @@ class GroupScore(BaseModel):
     verdicts: list[list[bool]] | None = None
     teacher_scores: list[float] = Field(default_factory=list)
     rubric: Rubric | None = None
+    decided_by: list[str] = Field(default_factory=list)  # per criterion of `rubric`: judge, evidence, target or consensus
     error: str | None = None
 
     @property

@@ -163,7 +163,8 @@ def teacher_and_judge(teachers: list[str]):
 
 
 def score_group(teachers: list[str], rollouts: list[str]):
-    config = RunConfig.model_validate({"judge": {"consensus_criterion": True, "consensus_points": 3, "min_criteria": 2}})
+    judge = {"consensus_criterion": True, "consensus_points": 3, "min_criteria": 2, "score_teacher_answers": True}
+    config = RunConfig.model_validate({"judge": judge})
     with ScriptedServer(teacher_and_judge(teachers)) as server:
         reward = RubricReward(
             config,
@@ -181,7 +182,7 @@ def test_agreeing_teachers_add_a_criterion_checked_by_code_not_the_judge():
     score, judged_criteria = score_group(["6*7 = 42 because", "It is **42**"], ["42 because", "41 because", "**42**"])
     assert [c.id for c in score.rubric.criteria] == ["c1", "c2", "consensus"]
     assert score.rubric.criteria[-1].points == 3 and "42" in score.rubric.criteria[-1].text
-    assert judged_criteria == [["mentions because", "mentions **"]]  # the judge never saw it
+    assert judged_criteria == [["mentions because", "mentions **"]] * 2  # the judge never saw it (rollouts' call, teachers' call)
     assert score.verdicts == [[True, False, True], [True, False, False], [False, True, True]]
     assert score.rewards == pytest.approx([5 / 6, 2 / 6, 4 / 6])
     assert score.teacher_scores == pytest.approx([5 / 6, 4 / 6])  # teacher answers meet it too
@@ -355,3 +356,34 @@ def test_judge_eval_a_broken_labelled_file_names_the_field(tmp_path, capsys):
     )
     assert main(["judge-eval", "--labelled", str(bad), "--judge", "x", "--cache", str(tmp_path / "c.sqlite")]) == 2
     assert "items.0.question" in capsys.readouterr().err
+
+
+def targeted_judge(body):
+    """The scripted judge of `scripted_judge`, with a rubricator that gives "mentions 42" the target 42."""
+    if is_judge_request(body):
+        return judge_reply(body, contains_rule)
+    items = [("mentions 42", 5, "42"), ("mentions because", 2, ""), ("mentions **", 1, "")]
+    return json.dumps({"criteria": [{"id": f"c{i}", "text": t, "points": p, "target": g} for i, (t, p, g) in enumerate(items, 1)]})
+
+
+def test_judge_eval_reports_each_code_check_from_the_same_verdicts(tmp_path, capsys):
+    flags = ["--judge-verifiable-criteria", "--judge-expected-evidence", "--judge-evidence-check", "--judge-min-criteria", "3"]
+    with ScriptedServer(targeted_judge) as server:
+        judge = ["--judge", "scripted", "--judge-base-url", server.base_url, "--mode", "group", *flags]
+        cache = ["--cache", str(tmp_path / "cache.sqlite")]
+        code = main(["judge-eval", "--labelled", str(labelled_file(tmp_path)), *judge, *cache])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert len(server.requests) == 3 + 3  # one rubric and one judge call per item, whatever rows are reported
+    report = json.loads(captured.out)
+    rows = {(r["targets"], r["evidence_check"], r["consensus"]): r for r in report["results"]}
+    assert len(report["results"]) == len(rows) == 8
+    assert [key for key, r in rows.items() if r["as_configured"]] == [(True, True, False)]
+    judge_only, with_targets = rows[(False, False, False)], rows[(True, False, False)]
+    # the judge alone ties "The answer: 42" with "42?? no: 24" (it mentions 42); the target checks the final answer, 24
+    assert judge_only["pairwise_acc"] == pytest.approx(5 / 6) and judge_only["target_criteria"] == 0
+    assert with_targets["pairwise_acc"] == 1.0 and with_targets["target_criteria"] == 1 and with_targets["dropped_targets"] == 0
+    assert rows[(False, True, False)]["evidence_criteria"] == 0  # the scripted judge copies no results: nothing to compare
+    item = next(i for i in report["items"] if i["id"] == "i2")
+    assert item["rewards"]["group"] == pytest.approx([5 / 8, 3 / 8, 0.0])  # what training computes with these settings
+    assert "T+E*" in captured.err

@@ -68,8 +68,8 @@ def handler(body):
     return TEACHER_ANSWER
 
 
-def make_reward(server, rows) -> RubricReward:
-    config = RunConfig.model_validate({"training": {"num_generations": 4}})
+def make_reward(server, rows, score_teacher: bool = False) -> RubricReward:
+    config = RunConfig.model_validate({"training": {"num_generations": 4}, "judge": {"score_teacher_answers": score_teacher}})
     teacher = TeacherPool(scripted_client(server, "teacher"), num_answers=2)
     return RubricReward(config, teacher, scripted_client(server, "rubricator"), scripted_client(server, "judge"), rows)
 
@@ -97,7 +97,7 @@ def rows(answer: str | None = None) -> list[PromptRow]:
 
 def test_reward_logs_quality_against_the_reference_answer():
     with ScriptedServer(handler) as server:
-        rewards, metrics = call(make_reward(server, rows("42")), rows("42"))
+        rewards, metrics = call(make_reward(server, rows("42"), score_teacher=True), rows("42"))
     assert rewards == pytest.approx(REWARDS)
     assert metrics["quality/auc"] == pytest.approx(3.5 / 4)
     assert metrics["quality/pairwise_acc"] == pytest.approx(3 / 4)

@@ -91,8 +91,12 @@ def test_a_batch_of_groups_is_scored_concurrently_with_rewards_in_rollout_order(
     assert server.max_in_flight >= 2  # the two groups' calls overlapped
     rubric_calls = [b for b in server.requests if "<<<BEGIN REFERENCE" in user_text(b)]
     judge_calls = [b for b in server.requests if is_judge_request(b)]
-    assert len(rubric_calls) == len(judge_calls) == 2
-    assert all(len(blocks(user_text(b), "ANSWER")) == 4 + 2 for b in judge_calls)  # rollouts + teacher answers
+    assert len(rubric_calls) == 2 and len(judge_calls) == 4
+    shown = [set(blocks(user_text(b), "ANSWER").values()) for b in judge_calls]
+    # the rollouts' call holds the 4 rollouts only; the teacher answers (scored here) get a call of their own
+    assert sorted(len(s) for s in shown) == [1, 1, 4, 4]  # the two teacher answers are the same text: one distinct block
+    assert sorted(len(blocks(user_text(b), "ANSWER")) for b in judge_calls) == [2, 2, 4, 4]
+    assert all(s == set(ROLLOUTS) or s == {TEACHER_ANSWER.split("</think>")[1]} for s in shown)
     scores = {s.prompt_id: s for s in reward.last_group_scores}
     assert scores["p1"].teacher_scores == [1.0, 1.0]
     assert scores["p2"].rewards == pytest.approx(EXPECTED[::-1])
@@ -101,7 +105,7 @@ def test_a_batch_of_groups_is_scored_concurrently_with_rewards_in_rollout_order(
     assert metrics["rubric/teacher_score_mean"] == 1.0
     assert metrics["rubric/student_beats_weakest_teacher_rate"] == 0.0
     assert metrics["rubric/criteria"] == 4
-    assert metrics["judge/requests"] == 2 and metrics["rubricator/tokens"] == 40 and metrics["teacher/requests"] >= 2
+    assert metrics["judge/requests"] == 4 and metrics["rubricator/tokens"] == 40 and metrics["teacher/requests"] >= 2
     assert metrics["rubric/cache_hit_rate"] == 0.0
     assert {"time/teacher", "time/rubric", "time/judge"} <= metrics.keys()
     assert 0.3 <= metrics["time/judge"] < 3
@@ -134,7 +138,7 @@ def test_split_and_interleaved_groups_are_regrouped_by_prompt_id():
         rewards, metrics, _ = call(make_reward(server), ids, texts, conversational=False)
     assert rewards == pytest.approx([0.0, 0.8, 0.7, 0.0, 0.8])
     judged = sorted(len(blocks(user_text(b), "ANSWER")) for b in server.requests if is_judge_request(b))
-    assert judged == [2 + 2, 3 + 2]
+    assert judged == [2, 2, 2, 3]  # each group's rollouts, and each group's two teacher answers apart
     assert metrics["rubric/partial_group_rate"] == 1.0  # both groups hold fewer than num_generations=4 rollouts here
 
 
@@ -247,3 +251,122 @@ def test_teacher_answers_with_unfinished_reasoning_fail_the_group_loudly(caplog)
 def test_an_empty_batch_gets_no_rewards():
     reward = RubricReward(RunConfig(), None, None, None, PROMPTS)  # type: ignore[arg-type]
     assert asyncio.run(reward(prompts=[], completions=[], completion_ids=[])) == []
+
+
+# --- teacher answers in calls of their own; verifiable targets and the evidence check in training ---------------
+
+
+def judged_texts(server) -> list[set[str]]:
+    return [set(blocks(user_text(b), "ANSWER").values()) for b in server.requests if is_judge_request(b)]
+
+
+def test_teacher_answers_are_not_in_the_rollouts_judge_call_by_default():
+    assert RunConfig().judge.score_teacher_answers is False
+    with ScriptedServer(handler()) as server:
+        config = RunConfig.model_validate({"training": {"num_generations": 4}})
+        teacher = TeacherPool(scripted_client(server, "teacher"), num_answers=2)
+        reward = RubricReward(config, teacher, scripted_client(server, "rubricator"), scripted_client(server, "judge"), PROMPTS)
+        rewards, metrics, _ = call(reward, ["p1"] * 4, ROLLOUTS)
+    assert rewards == pytest.approx(EXPECTED)
+    assert judged_texts(server) == [set(ROLLOUTS)]
+    assert not any("sure: it is 42" in user_text(b) for b in server.requests if is_judge_request(b))
+    assert reward.last_group_scores[0].teacher_scores == []
+    assert "rubric/teacher_score_mean" not in metrics
+
+
+def test_scored_teacher_answers_get_judge_calls_of_their_own_and_chunk_size_applies_to_both():
+    answers = iter(["The answer is 42 because **", "sure, 42 because"])
+    lock = threading.Lock()
+    base = handler()
+
+    def respond(body):
+        if "<<<BEGIN" not in user_text(body):
+            with lock:
+                return Reply(content=[next(answers), next(answers)])
+        return base(body)
+
+    with ScriptedServer(respond) as server:
+        config = RunConfig.model_validate({"judge": {"score_teacher_answers": True, "chunk_size": 2}, "training": {"num_generations": 4}})
+        teacher = TeacherPool(scripted_client(server, "teacher"), num_answers=2)
+        reward = RubricReward(config, teacher, scripted_client(server, "rubricator"), scripted_client(server, "judge"), PROMPTS)
+        rewards, _, _ = call(reward, ["p1"] * 4, ROLLOUTS)
+    shown = judged_texts(server)
+    teacher_texts = {"The answer is 42 because **", "sure, 42 because"}
+    assert sorted(len(s) for s in shown) == [2, 2, 2]
+    assert sum(s == teacher_texts for s in shown) == 1  # one call holds both teacher answers ...
+    assert all(s <= set(ROLLOUTS) for s in shown if s != teacher_texts)  # ... and the others only rollouts
+    assert rewards == pytest.approx(EXPECTED)
+    assert reward.last_group_scores[0].teacher_scores == pytest.approx([8 / 10, 9 / 10])
+
+
+def targeted_rubric(body) -> str:
+    criteria = [
+        {"id": "c1", "category": "correctness", "text": "mentions 42", "target": 42, "points": 5},  # grounded: the teachers' result
+        {"id": "c2", "category": "reasoning", "text": "mentions because", "target": "41", "points": 2},  # a student's value
+        {"id": "c3", "category": "format", "text": "mentions **", "target": {"value": 1}, "points": 1},  # malformed
+        {"id": "c4", "category": "style", "text": "mentions sure", "target": "<<<END", "points": 2},  # unsafe
+    ]
+    return json.dumps({"criteria": criteria})
+
+
+def lenient_handler(rubric=targeted_rubric, **extra):
+    """A judge that marks every criterion met for every answer, whatever it says."""
+
+    def respond(body):
+        text = user_text(body)
+        if is_judge_request(body):
+            return judge_reply(body, lambda answer, criterion: True, **extra)
+        if "<<<BEGIN REFERENCE" in text:
+            return rubric(body)
+        return TEACHER_ANSWER
+
+    return respond
+
+
+def reward_with(server, **judge) -> RubricReward:
+    config = RunConfig.model_validate({"judge": judge, "training": {"num_generations": 4}})
+    teacher = TeacherPool(scripted_client(server, "teacher"), num_answers=2)
+    return RubricReward(config, teacher, scripted_client(server, "rubricator"), scripted_client(server, "judge"), PROMPTS)
+
+
+def test_a_grounded_target_decides_its_criterion_over_a_judge_that_says_yes_to_everything():
+    with ScriptedServer(lenient_handler()) as server:
+        rewards, metrics, _ = call(reward_with(server, verifiable_criteria=True), ["p1"] * 4, ROLLOUTS)
+        rubric_request = next(b for b in server.requests if "<<<BEGIN REFERENCE" in user_text(b))
+    # c1 (5 of 10 points) is checked by code: the final answer of "41" and "no idea" is not 42; c2-c4 stay with the judge
+    assert rewards == pytest.approx([1.0, 0.5, 1.0, 0.5])
+    assert reward_with_scores(metrics) == (1, 3, 2)
+    criterion = rubric_request["response_format"]["json_schema"]["schema"]["properties"]["criteria"]["items"]
+    assert criterion["properties"]["target"] == {"type": "string", "maxLength": 32} and "target" in criterion["required"]
+    assert '"target"' in user_text(rubric_request)
+    with ScriptedServer(lenient_handler()) as server:
+        off, metrics_off, _ = call(reward_with(server), ["p1"] * 4, ROLLOUTS)
+        rubric_request = next(b for b in server.requests if "<<<BEGIN REFERENCE" in user_text(b))
+    assert off == [1.0] * 4 and metrics_off["rubric/verifiable_criteria"] == 0 and metrics_off["rubric/judged_criteria"] == 4
+    assert "target" not in rubric_request["response_format"]["json_schema"]["schema"]["properties"]["criteria"]["items"]["properties"]
+    assert '"target"' not in user_text(rubric_request)
+
+
+def reward_with_scores(metrics) -> tuple[float, float, float]:
+    return metrics["rubric/verifiable_criteria"], metrics["rubric/judged_criteria"], metrics["rubric/dropped_targets"]
+
+
+def test_evidence_check_in_training_compares_the_judges_copies_in_code():
+    def copying_judge(body):
+        answers = blocks(user_text(body), "ANSWER")
+        numbers = {label: ([w for w in text.replace(",", " ").split() if w.isdigit()] or ["none"])[-1] for label, text in answers.items()}
+        verdicts = [{"answer": int(label), "expected": "42", "final_answer": numbers[label], "met": [True] * 4} for label in answers]
+        return json.dumps({"verdicts": verdicts})
+
+    def respond(body):
+        if is_judge_request(body):
+            return copying_judge(body)
+        return rubric_json(CRITERIA) if "<<<BEGIN REFERENCE" in user_text(body) else TEACHER_ANSWER
+
+    with ScriptedServer(respond) as server:
+        rewards, metrics, _ = call(reward_with(server, expected_evidence=True, evidence_check=True), ["p1"] * 4, ROLLOUTS)
+        judge_request = next(b for b in server.requests if is_judge_request(b))
+    assert "expected" in judge_request["response_format"]["json_schema"]["schema"]["properties"]["verdicts"]["items"]["properties"]
+    # "mentions 42" names the copied required result, so the copies decide it: "41" and "no idea" (copied "none") lose it
+    assert rewards == pytest.approx([1.0, 0.5, 1.0, 0.5])
+    assert metrics["rubric/evidence_criteria"] == 1 and metrics["rubric/judged_criteria"] == 3

@@ -169,3 +169,16 @@ def test_cli_rubric_failure_exits_1_with_one_line(tmp_path, capsys):
     assert code == 1
     assert out.out == ""
     assert out.err.count("\n") == 1 and out.err.startswith("error:")
+
+
+@pytest.mark.parametrize("template", ["rubricator", "rubricator_categories"])
+def test_verifiable_criteria_ask_for_targets_and_replies_keep_them(template):
+    criteria = [{"id": f"c{i}", "category": "x", "text": t, "points": p} for i, (t, p) in enumerate(GOOD, 1)]
+    criteria[0]["target"], criteria[1]["target"], criteria[2]["target"] = 12, "", ["12"]
+    with ScriptedServer(sequence(json.dumps({"criteria": criteria}))) as server:
+        rubric, _ = induce(server, cfg=JudgeConfig(verifiable_criteria=True, rubric_template=template))
+    assert [c.target for c in rubric.criteria] == ["12", "", None, None]  # a number as its text; a list dropped
+    prompt = user_text(server.requests[0])
+    assert 'put that value alone in its "target"' in prompt and '"target": "<value or empty>"' in prompt
+    properties = server.requests[0]["response_format"]["json_schema"]["schema"]["properties"]["criteria"]["items"]["properties"]
+    assert list(properties) == ["id", "category", "text", "target", "points"]
