@@ -201,7 +201,22 @@ class DataConfig(_Section):
 class TrainingConfig(_Section):
     """Optimizer and generation settings; they map onto TRL's GRPOConfig."""
 
-    max_steps: int = Field(default=500, ge=1, description="Optimizer steps.")
+    max_steps: int = Field(
+        default=500, ge=1, description="Optimizer steps (updates); the run samples max_steps / updates_per_batch rollout batches."
+    )
+    updates_per_batch: int = Field(
+        default=1,
+        ge=1,
+        description="Optimizer updates per rollout batch (TRL's num_iterations); above 1 the PPO ratio clip "
+        "(epsilon, epsilon_high) acts on the later updates. The ROPD paper uses 4; the default 1 keeps one update per "
+        "batch of fresh rollouts, which every shipped config and `ropd bench`'s sample counts assume.",
+    )
+    dynamic_sampling: bool = Field(
+        default=False,
+        description="DAPO-style dynamic sampling: groups whose every advantage is zero (rewards all equal, or none scored) "
+        "are dropped from the loss, so they do not dilute the token-mean normaliser of loss_type dapo or bnpo. "
+        "No new rollouts are drawn to refill the batch. No effect on opd, whose loss does not use advantages.",
+    )
     learning_rate: float = Field(default=1e-6, gt=0, description="AdamW learning rate (constant).")
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")

@@ -29,6 +29,11 @@ ServerDistillationTrainer`, which fetches the teacher's per-token logprobs from 
 (`teacher_model_server_url`). A server returns only top-k logprobs, so the reverse KL shrinks to
 the sampled token (its `reverse_kl_top_1_mode="sampled"`): exactly SOD's signal s_t, but not the
 full-vocabulary OPD loss computed here. This module keeps the teacher local.
+
+Empty signal (see `ropd.training.TimedGRPOTrainer`): a micro-batch whose loss has no gradient skips its forward
+and backward, and an optimizer step all of whose micro-batches were skipped leaves the weights byte-identical.
+For opd that happens only when no completion token is counted (reward ties do not matter: the reverse KL is the
+signal); for sod only when no reward spread and no teacher term (sod_coef = 0) remain.
 """
 
 from __future__ import annotations
@@ -211,10 +216,6 @@ class TeacherTrainer(TimedGRPOTrainer):
             return prepare_fsdp(teacher_model, self.accelerator)
         return self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
 
-    def _loss_mask(self, inputs: dict[str, Any]) -> torch.Tensor:
-        mask = inputs["completion_mask"]
-        return mask * inputs["tool_mask"] if "tool_mask" in inputs else mask
-
     def _timed_teacher(self):
         return self._timed("time/teacher_logits", "train" if self.model.training else "eval")
 
@@ -226,7 +227,14 @@ class TeacherTrainer(TimedGRPOTrainer):
 
 
 class OPDTrainer(TeacherTrainer):
-    """On-policy distillation: token-mean full-vocabulary reverse KL to the teacher on the student's own samples."""
+    """On-policy distillation: token-mean full-vocabulary reverse KL to the teacher on the student's own samples.
+
+    Every completion token carries the teacher's signal, whatever the rewards: a micro-batch is empty (no forward,
+    no backward) only when it has no completion token the loss counts.
+    """
+
+    def _row_signal(self, inputs: dict[str, Any]) -> torch.Tensor:
+        return self._loss_mask(inputs).bool().any(dim=1)
 
     def _compute_loss(self, model, inputs):
         input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
@@ -255,10 +263,14 @@ class OPDTrainer(TeacherTrainer):
 
 
 class SODTrainer(TeacherTrainer):
-    """Step-wise on-policy distillation: GRPO's clipped loss on A_t = A_seq + c * w_k(t) * (log p_T - log p_old)(y_t)."""
+    """Step-wise on-policy distillation: GRPO's clipped loss on A_t = A_seq + c * w_k(t) * (log p_T - log p_old)(y_t).
 
-    def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+    The teacher term is a signal of its own: a micro-batch is empty (no forward, no backward) only when A_t is 0 on
+    every counted token, i.e. its groups have no reward spread and the teacher term vanishes (sod_coef = 0).
+    """
+
+    def _shape_advantages(self, output: dict[str, Any]) -> dict[str, Any]:
+        """A_t = A_seq + c * w_k(t) * s_t, after groups without reward spread got A_seq = 0."""
         prompt_completion_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
         attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
         keep = output["completion_ids"].size(1)

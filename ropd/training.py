@@ -32,6 +32,7 @@ from ropd.teacher import needs_local_server
 console = Console(stderr=True)
 
 CHECKPOINT_PREFIX = "checkpoint-"
+ZERO_SPREAD_TOLERANCE = 1e-6  # rewards of a group closer than this are a tie: no advantage
 
 
 class TrainingError(RuntimeError):
@@ -53,7 +54,11 @@ def use_vllm(setting: str) -> bool:
 
 
 def grpo_args(config: RunConfig) -> GRPOConfig:
-    """Map the run config onto TRL's GRPOConfig (one optimizer step = prompts_per_step groups)."""
+    """Map the run config onto TRL's GRPOConfig.
+
+    One rollout batch = prompts_per_step groups of num_generations completions; it is used for updates_per_batch
+    optimizer steps (TRL's num_iterations), each over the whole batch in gradient-accumulated micro-batches.
+    """
     import torch
 
     t = config.training
@@ -80,6 +85,7 @@ def grpo_args(config: RunConfig) -> GRPOConfig:
         top_p=t.top_p,
         epsilon=t.epsilon,
         epsilon_high=t.epsilon_high,
+        num_iterations=t.updates_per_batch,
         beta=t.beta,
         loss_type=t.loss_type,
         scale_rewards=t.scale_rewards,
@@ -110,7 +116,27 @@ def last_checkpoint(output_dir: Path) -> Path | None:
 
 
 class TimedGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer that times each phase of a step into its metrics: sample, reward, update."""
+    """GRPOTrainer that times each phase of a step and does not move the weights on an empty signal.
+
+    - Timing: the seconds of sampling and reward go into the step's metrics (`time/sample`, `time/reward`).
+    - Groups without reward spread: a prompt group whose rewards are all equal (within ZERO_SPREAD_TOLERANCE) or
+      that got no reward at all (failed, None) gets an advantage of exactly 0. TRL leaves rounding noise there
+      (reward minus a float mean), which AdamW's normalised update would turn into a full-size step. Their share
+      of the step's groups is logged as `train/zero_variance_group_rate`.
+    - Empty micro-batches: when no term of a micro-batch's loss has a gradient (`_has_learning_signal`), its
+      forward and backward are skipped and the parameters' gradients stay None. AdamW skips parameters without a
+      gradient (no momentum, no weight decay), so an optimizer step all of whose micro-batches were empty leaves
+      the weights and the optimizer state byte-identical; it is logged as `train/skipped_update` = 1 (else 0).
+      The learning-rate schedule still steps. Not done under DeepSpeed, whose engine owns the optimizer step.
+    - Dynamic sampling (optional, DAPO): groups whose every advantage is zero are dropped from the loss mask, so
+      they leave the token-mean normaliser; `train/dropped_group_rate` logs their share.
+    """
+
+    def __init__(self, *args: Any, dynamic_sampling: bool = False, **kwargs: Any):
+        self.dynamic_sampling = dynamic_sampling
+        self._window_has_signal = False  # any micro-batch of the current optimizer step had a learning signal
+        self._rewards_per_func = None  # the last generation batch's rewards, [completions of all processes, reward functions]
+        super().__init__(*args, **kwargs)
 
     @contextmanager
     def _timed(self, name: str, mode: str = "train"):
@@ -127,7 +153,107 @@ class TimedGRPOTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         with self._timed("time/reward"):
-            return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            self._rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        return self._rewards_per_func
+
+    # --- empty signal -------------------------------------------------------------------------------
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        training = self.model.training
+        num_generations = self.num_generations if training else self.num_generations_eval
+        rewards_per_func, self._rewards_per_func = self._rewards_per_func, None  # this batch's rewards, used once
+        if rewards_per_func is not None and num_generations > 1:
+            empty = self._groups_without_spread(rewards_per_func, num_generations)
+            local = self._local_rows(empty.repeat_interleave(num_generations), output["advantages"].size(0))
+            output["advantages"] = output["advantages"].masked_fill(local.to(output["advantages"].device), 0.0)
+            if training:
+                self._metrics["train"]["train/zero_variance_group_rate"].append(empty.float().mean().item())
+        output = self._shape_advantages(output)
+        if training and self.dynamic_sampling:
+            self._drop_empty_groups(output, num_generations)
+        return output
+
+    def _groups_without_spread(self, rewards_per_func, num_generations: int):
+        """Bool per prompt group (all processes): its rewards are all equal within ZERO_SPREAD_TOLERANCE, or none was scored.
+
+        Follows TRL's aggregation: the weighted sum of the reward functions ("sum_then_normalize"), or each function
+        on its own ("normalize_then_sum": a group is empty only when every function is tied). NaN = no reward.
+        """
+        import torch
+
+        weights = self.reward_weights.to(rewards_per_func.device)
+        if self.multi_objective_aggregation == "sum_then_normalize":
+            values = (rewards_per_func * weights).nansum(dim=1, keepdim=True)
+            values[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        else:
+            values = rewards_per_func
+        grouped = values.view(-1, num_generations, values.size(1))
+        scored = ~torch.isnan(grouped)
+        high = grouped.masked_fill(~scored, -math.inf).amax(dim=1)
+        low = grouped.masked_fill(~scored, math.inf).amin(dim=1)
+        return (high - low <= ZERO_SPREAD_TOLERANCE).all(dim=1)  # a group with nothing scored gives -inf here: empty
+
+    def _local_rows(self, global_rows, local_count: int):
+        """This process's slice of a per-completion tensor over all processes (TRL's process order)."""
+        start = self.accelerator.process_index * local_count
+        return global_rows[start : start + local_count]
+
+    def _shape_advantages(self, output: dict[str, Any]) -> dict[str, Any]:
+        """Hook for subclasses that change the advantages after the empty groups are zeroed (SOD's per-token term)."""
+        return output
+
+    def _loss_mask(self, inputs: dict[str, Any]):
+        mask = inputs["completion_mask"]
+        return mask * inputs["tool_mask"] if "tool_mask" in inputs else mask
+
+    def _row_signal(self, inputs: dict[str, Any]):
+        """Bool per completion: it puts a nonzero advantage on at least one token the loss counts."""
+        mask = self._loss_mask(inputs).bool()
+        advantages = inputs["advantages"]
+        if advantages.dim() == 1:
+            return (advantages != 0) & mask.any(dim=1)
+        return ((advantages != 0) & mask).any(dim=1)
+
+    def _has_learning_signal(self, inputs: dict[str, Any]) -> bool:
+        """Whether any term of this micro-batch's loss has a gradient, on any process.
+
+        Policy-gradient terms need a nonzero advantage on a counted token; a KL penalty to a reference model
+        (beta > 0) or an entropy bonus is a term of its own, so with either the micro-batch is never empty.
+        """
+        if self.beta != 0.0 or getattr(self, "_entropy_bonus_enabled", False):
+            return True
+        local = self._row_signal(inputs).any().reshape(1)
+        if self.accelerator.num_processes > 1:  # every process must skip or run the backward together
+            return bool(self.accelerator.gather(local.int()).any())
+        return bool(local.item())
+
+    def _drop_empty_groups(self, output: dict[str, Any], num_generations: int) -> None:
+        """Dynamic sampling: groups with no signal on any completion leave the loss mask and the token count."""
+        rows = self._row_signal(output)
+        keep_groups = self.accelerator.gather(rows.int()).view(-1, num_generations).any(dim=1)
+        keep = self._local_rows(keep_groups.repeat_interleave(num_generations), rows.size(0)).to(rows.device)
+        completion_mask = output["completion_mask"]
+        row_mask = keep[:, None].to(completion_mask.dtype).expand_as(completion_mask)
+        output["tool_mask"] = output["tool_mask"] * row_mask if "tool_mask" in output else row_mask.clone()
+        output["num_items_in_batch"] = self.accelerator.gather((completion_mask * output["tool_mask"]).sum()).sum()
+        self._metrics["train"]["train/dropped_group_rate"].append(1.0 - keep_groups.float().mean().item())
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """TRL's loss, except that a training micro-batch without learning signal runs no forward and no backward."""
+        if not self.model.training or self.is_deepspeed_enabled:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        import torch
+
+        has_signal = self._has_learning_signal(inputs)
+        self._window_has_signal = self._window_has_signal or has_signal
+        if self.accelerator.sync_gradients:  # the last micro-batch of this optimizer step
+            self._metrics["train"]["train/skipped_update"].append(0.0 if self._window_has_signal else 1.0)
+            self._window_has_signal = False
+        if has_signal:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        # A leaf outside the model: its backward reaches no parameter, so their gradients stay None.
+        return torch.zeros((), device=self.accelerator.device, requires_grad=True)
 
 
 class StepLog(TrainerCallback):
@@ -201,6 +327,10 @@ def step_summary(record: dict[str, Any]) -> str:
         parts.append(f"reward {reward:.3f}")
     if (failed := record.get("rubric/group_failure_rate")) is not None:
         parts.append(f"failed groups {failed:.0%}")
+    if (tied := record.get("train/zero_variance_group_rate")) is not None:
+        parts.append(f"groups without spread {tied:.0%}")
+    if record.get("train/skipped_update") == 1.0:
+        parts.append("no signal: update skipped")
     times = [
         f"{name} {record[f'time/{name}']:.1f}s"
         for name in ("sample", "teacher", "teacher_logits", "rubric", "judge", "update")
@@ -380,8 +510,16 @@ def build_trainer(config: RunConfig, model, tokenizer, dataset, rewards: list, t
             train_dataset=dataset,
             reward_funcs=rewards,
             method_config=config.method,
+            dynamic_sampling=config.training.dynamic_sampling,
         )
-    return TimedGRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset, processing_class=tokenizer)
+    return TimedGRPOTrainer(
+        model=model,
+        reward_funcs=rewards,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        dynamic_sampling=config.training.dynamic_sampling,
+    )
 
 
 def write_usage(rewards: list, path: Path) -> None:
