@@ -95,7 +95,9 @@ def busy_slots(base_url: str) -> int:
 def server_pid(port: int) -> int:
     """The pid of the process listening on 127.0.0.1:port (from /proc)."""
     inode = None
-    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+    with open("/proc/net/tcp") as table:
+        lines = table.read().splitlines()[1:]
+    for line in lines:
         fields = line.split()
         if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
             inode = fields[9]
@@ -202,7 +204,7 @@ def test_a_client_that_gives_up_frees_its_slot(tiny_url):
 
 
 def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(client):
-    with pytest.raises(openai.BadRequestError, match="(?i)context"):  # 1,024 tokens per slot here
+    with pytest.raises(openai.BadRequestError, match=r"(?i)context"):  # 1,024 tokens per slot here
         client.chat.completions.create(model="tiny-random", messages=[{"role": "user", "content": "word " * 3000}], max_tokens=4)
     with pytest.raises(openai.BadRequestError):  # a schema the engine cannot turn into a grammar
         client.chat.completions.create(
@@ -281,7 +283,7 @@ def test_models_the_engine_cannot_serve_get_a_clear_error(tmp_path):
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     (empty / "config.json").write_text('{"architectures": ["NoSuchModelForCausalLM"]}')
-    with pytest.raises(ServeError, match="cannot convert .* vLLM"):
+    with pytest.raises(ServeError, match=r"cannot convert .* vLLM"):
         server_command(str(empty), 1234)
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + os.urandom(64))
@@ -304,7 +306,7 @@ def test_missing_engine_says_how_to_install_it(monkeypatch, tmp_path):
 def test_packaged_model_is_served_from_its_gguf_and_answers_sensibly():
     with local_server("smollm2-135m", threads=2) as url:
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=60)
-        questions = ["What is the capital of France? Answer in one word.", "What color is the sky on a clear day? Answer in one word."]
+        questions = ["What is the capital of France? Answer in one word.", "What is the opposite of hot? Answer in one word."]
         messages = [[{"role": "user", "content": q}] for q in questions]
 
         def ask(m: list[dict]) -> str:
@@ -312,7 +314,7 @@ def test_packaged_model_is_served_from_its_gguf_and_answers_sensibly():
 
         with ThreadPoolExecutor(2) as pool:
             answers = list(pool.map(ask, messages))
-        assert "Paris" in answers[0] and "blue" in answers[1].lower(), answers
+        assert "Paris" in answers[0] and "cold" in answers[1].lower(), answers
         reply = client.chat.completions.create(
             model="smollm2-135m",
             messages=[{"role": "user", "content": "Give the capital of France as a JSON object with the key city."}],
