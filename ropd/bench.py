@@ -132,11 +132,13 @@ class BenchConfig(_Strict):
 
     @property
     def samples_per_step(self) -> int:
+        """Rollouts one rollout batch consumes (prompts_per_step * num_generations)."""
         return self.base.training.prompts_per_step * self.base.training.num_generations
 
     @property
     def eval_every_steps(self) -> int:
-        return self.eval_every // self.samples_per_step
+        """Optimizer steps between evaluations: a rollout batch makes `updates_per_batch` of them."""
+        return self.eval_every // self.samples_per_step * self.base.training.updates_per_batch
 
 
 def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BenchConfig:
@@ -247,11 +249,24 @@ class RatioResult(BaseModel):
 
 
 class HeldOutEval(TrainerCallback):
-    """Evaluates the in-memory model every `every_steps` optimizer steps and at the last step; appends to `sink` (JSONL)."""
+    """Evaluates the in-memory model every `every_steps` optimizer steps and at the last step; appends to `sink` (JSONL).
 
-    def __init__(self, prompts: list[PromptRow], settings: EvalSettings, tokenizer, every_steps: int, samples_per_step: int, sink: Path):
+    `samples_per_step` is the rollouts of one rollout batch, which serves `updates_per_batch` optimizer steps.
+    """
+
+    def __init__(
+        self,
+        prompts: list[PromptRow],
+        settings: EvalSettings,
+        tokenizer,
+        every_steps: int,
+        samples_per_step: int,
+        sink: Path,
+        updates_per_batch: int = 1,
+    ):
         self.prompts, self.settings, self.tokenizer = prompts, settings, tokenizer
         self.every_steps, self.samples_per_step, self.sink = every_steps, samples_per_step, sink
+        self.updates_per_batch = updates_per_batch
         self.points: list[CurvePoint] = []
         self.teacher_tokens_seen: dict[int, int] = {}
 
@@ -259,7 +274,8 @@ class HeldOutEval(TrainerCallback):
         step = state.global_step
         if step % self.every_steps == 0 or step >= state.max_steps:
             self.teacher_tokens_seen[step] = int(state.num_input_tokens_seen or 0)
-            point = evaluate_point(model, self.tokenizer, self.prompts, self.settings, step, step * self.samples_per_step)
+            batches = -(-step // self.updates_per_batch)  # rollout batches drawn by this step
+            point = evaluate_point(model, self.tokenizer, self.prompts, self.settings, step, batches * self.samples_per_step)
             self.points.append(point)
             with self.sink.open("a") as f:
                 f.write(point.model_dump_json() + "\n")
@@ -332,12 +348,12 @@ def total_at(totals: dict[int, float], step: int) -> float:
     return max((v for s, v in totals.items() if s <= step), default=0.0)
 
 
-def ropd_teacher_tokens(step: int, prompts_per_step: int, tokens_per_prompt: dict[str, int]) -> int:
-    """Teacher tokens of the distinct prompts trained on by `step`: every epoch covers each prompt once (TRL's sampler),
-    so that is min(N, step * prompts_per_step) prompts, at the mean tokens per prompt."""
+def ropd_teacher_tokens(batches: int, prompts_per_step: int, tokens_per_prompt: dict[str, int]) -> int:
+    """Teacher tokens of the distinct prompts of the first `batches` rollout batches: every epoch covers each prompt once
+    (TRL's sampler), so that is min(N, batches * prompts_per_step) prompts, at the mean tokens per prompt."""
     if not tokens_per_prompt:
         return 0
-    seen = min(len(tokens_per_prompt), step * prompts_per_step)
+    seen = min(len(tokens_per_prompt), batches * prompts_per_step)
     return round(sum(tokens_per_prompt.values()) * seen / len(tokens_per_prompt))
 
 
@@ -368,7 +384,8 @@ def run_arm(
         shutil.rmtree(out)
     out.mkdir(parents=True)
     tokenizer = load_tokenizer(config.student.model, config.models)
-    callback = HeldOutEval(eval_prompts, bench.eval, tokenizer, bench.eval_every_steps, bench.samples_per_step, out / "curve.jsonl")
+    sink, updates = out / "curve.jsonl", config.training.updates_per_batch
+    callback = HeldOutEval(eval_prompts, bench.eval, tokenizer, bench.eval_every_steps, bench.samples_per_step, sink, updates)
     started = time.perf_counter()
     console.rule(f"{METHOD_LABELS[method]} ({method}), seed {seed}")
     train(config, callbacks=[callback])
@@ -398,7 +415,8 @@ def summarise_arm(
     points = [start]
     for point in callback.points:
         if method == "ropd":
-            teacher = ropd_teacher_tokens(point.step, config.training.prompts_per_step, tokens_per_prompt)
+            batches = -(-point.step // config.training.updates_per_batch)
+            teacher = ropd_teacher_tokens(batches, config.training.prompts_per_step, tokens_per_prompt)
         elif method in ("opd", "sod"):
             teacher = callback.teacher_tokens_seen.get(point.step, 0)
         else:
@@ -626,6 +644,7 @@ def write_results(
             "num_generations": base.training.num_generations,
             "samples_per_step": bench.samples_per_step,
             "max_steps": base.training.max_steps,
+            "updates_per_batch": base.training.updates_per_batch,
             "max_completion_length": base.training.max_completion_length,
             "learning_rate": base.training.learning_rate,
             "teacher_answers_per_prompt": base.teacher.num_answers,
@@ -696,7 +715,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"{results['eval']['max_new_tokens']} new tokens): step 0 (floor) {_pct(results['step0_accuracy'])}, "
         f"teacher (ceiling) {_pct(results['teacher_accuracy'])}.",
         f"- Budget: training prompts `{results['train_dataset']}`, {b['prompts_per_step']} prompts x {b['num_generations']} rollouts "
-        f"= {b['samples_per_step']} samples per step, {b['max_steps']} steps, completions up to {b['max_completion_length']} tokens, "
+        f"= {b['samples_per_step']} samples per rollout batch, {b.get('updates_per_batch', 1)} optimizer update(s) per batch, "
+        f"{b['max_steps']} steps, completions up to {b['max_completion_length']} tokens, "
         f"lr {b['learning_rate']}, {b['teacher_answers_per_prompt']} teacher answers per prompt, eval every {b['eval_every']} samples, "
         f"seeds {b['seeds']}.",
         "",

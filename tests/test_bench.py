@@ -243,3 +243,27 @@ def test_make_teacher_builds_chain_sum_solutions_that_reach_the_generator_answer
     params = make_teacher.parse_params("min_terms=2,max_terms=3,min_digits=1,max_digits=2")
     examples = make_teacher.sft_examples("chain_sum", 50, 7, params)  # raises if a worked solution missed its answer
     assert len(examples) == 50 and all(" The answer is " in e["solution"] for e in examples)
+
+
+def test_several_updates_per_batch_count_each_rollout_once(tmp_path, monkeypatch):
+    """With updates_per_batch = 2 one rollout batch serves two optimizer steps: evaluations fall on batch boundaries and
+    the samples axis counts rollouts drawn, not optimizer steps."""
+    from types import SimpleNamespace
+
+    data = bench_data("http://127.0.0.1:9/v1", tmp_path)
+    data["base"]["training"]["updates_per_batch"] = 2
+    bench = BenchConfig.model_validate(data)
+    assert bench.samples_per_step == 4 and bench.eval_every_steps == 4  # 8 samples = 2 batches = 4 optimizer steps
+    seen = []
+
+    def fake_point(model, tokenizer, prompts, settings, step, samples):
+        seen.append((step, samples))
+        return SimpleNamespace(step=step, samples=samples, accuracy=0.0, model_dump_json=lambda: "{}")
+
+    monkeypatch.setattr(bench_module, "evaluate_point", fake_point)
+    sink = tmp_path / "curve.jsonl"
+    callback = bench_module.HeldOutEval([], bench.eval, None, bench.eval_every_steps, bench.samples_per_step, sink, 2)
+    for step in range(1, 8):
+        callback.on_step_end(None, SimpleNamespace(global_step=step, max_steps=7, num_input_tokens_seen=0), None)
+    assert seen == [(4, 8), (7, 16)]  # step 7 is mid-batch: its batch (the 4th) was drawn for step 7
+    assert bench_module.ropd_teacher_tokens(2, 2, {"a": 10, "b": 20, "c": 30, "d": 40}) == 100
