@@ -97,6 +97,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (linear decay to 0).")
     parser.add_argument("--max-length", type=int, default=384, help="Tokens per example at most.")
     parser.add_argument("--max-minutes", type=float, default=8.0, help="Stop early after this much wall time.")
+    parser.add_argument(
+        "--max-steps", type=int, help="Stop early after this many optimizer steps (the schedule still spans every example)."
+    )
     args = parser.parse_args()
 
     from ropd.models import load_model, load_tokenizer
@@ -124,7 +127,7 @@ def main() -> None:
             losses.append(loss.item())
             elapsed = time.monotonic() - started
             print(f"step {step}/{steps_total} loss {loss.item():.3f} ({elapsed:.0f}s)", flush=True)
-            if elapsed > args.max_minutes * 60:
+            if elapsed > args.max_minutes * 60 or (args.max_steps is not None and step >= args.max_steps):
                 stopped_early = True
                 break
         if stopped_early:

@@ -377,6 +377,7 @@ def run_arm(
         saved = ArmResult.model_validate_json(done.read_text())
         if saved.fingerprint == key:
             console.print(f"{method} seed {seed}: finished earlier, read back from {done}")
+            keep_step_records(out, Path(bench.output_dir) / "steps", f"{method}-seed{seed}")
             return saved
         raise ConfigError(f"{done} was made with other settings than this bench config; choose another output_dir or remove {out}")
     if out.exists():
@@ -392,7 +393,17 @@ def run_arm(
     wall = time.perf_counter() - started
     result = summarise_arm(bench, config, method, seed, key, callback, step0, tokens_per_prompt, wall)
     done.write_text(result.model_dump_json(indent=2) + "\n")
+    keep_step_records(out, Path(bench.output_dir) / "steps", f"{method}-seed{seed}")
     return result
+
+
+def keep_step_records(arm_dir: Path, steps_dir: Path, name: str) -> None:
+    """Copy an arm's per-step metrics, held-out curve and usage out of its folder (which holds weights and is not
+    committed) into `steps/`, so the figures a report cites keep their evidence."""
+    steps_dir.mkdir(parents=True, exist_ok=True)
+    for source, suffix in (("metrics.jsonl", "metrics.jsonl"), ("curve.jsonl", "curve.jsonl"), ("usage.json", "usage.json")):
+        if (arm_dir / source).is_file():
+            shutil.copyfile(arm_dir / source, steps_dir / f"{name}-{suffix}")
 
 
 def summarise_arm(

@@ -90,6 +90,11 @@ def test_bench_runs_arms_writes_results_and_resumes(tmp_path, monkeypatch):
         markdown = (out / "results.md").read_text()
         assert "| rubric OPD (`ropd`)" in markdown and "| logit OPD (`opd`)" in markdown and "`scripted`" in markdown
         assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # Each arm's per-step records are kept outside its (uncommitted) folder.
+        for name in ("ropd-seed0", "opd-seed0"):
+            steps = (out / "steps" / f"{name}-metrics.jsonl").read_text().splitlines()
+            assert [json.loads(line)["step"] for line in steps if "loss" in json.loads(line)] == [1, 2, 3]
+            assert (out / "steps" / f"{name}-curve.jsonl").is_file() and (out / "steps" / f"{name}-usage.json").is_file()
 
         # A rerun reads every finished arm back: no training, no evaluation, no teacher or judge request.
         def refuse(*args, **kwargs):
