@@ -325,11 +325,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=700, help="Judge max_tokens per call (eight verdicts).")
     parser.add_argument("--concurrency", type=int, default=4, help="Judge calls in flight (the server batches them).")
     parser.add_argument("--timeout", type=float, default=10800, help="Seconds a judge call may take (slow on a busy CPU).")
-    parser.add_argument("--base-url", help="Use this running judge server (e.g. `ropd serve MODEL --dtype int8`) instead of starting one.")
+    parser.add_argument("--base-url", help="Use this running judge server (e.g. `ropd serve MODEL`) instead of starting one.")
     parser.add_argument(
         "--dtype",
         default="auto",
-        help="Weights dtype of the judge server (started here, or the one at --base-url); int8 decodes faster on a CPU.",
+        help="serve_dtype of the judge server (started here, or the one at --base-url); packaged GGUF models ignore it.",
     )
     parser.add_argument("--threads", type=int, help="Torch threads of the judge server started here (1 is fastest on a busy CPU).")
     parser.add_argument("--cache", default=str(REPO / "runs" / "injection" / "cache.sqlite"), help="ResultCache of the verdicts.")
