@@ -438,7 +438,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """
     from ropd.bench import load_bench_config, run_bench
 
-    overrides = {"output_dir": args.output_dir} if args.output_dir else {}
+    overrides: dict[str, object] = {"output_dir": args.output_dir} if args.output_dir else {}
+    for name in ("methods", "seeds"):
+        if getattr(args, name):
+            overrides[name] = [v.strip() for v in getattr(args, name).split(",") if v.strip()]  # checked by BenchConfig
     bench = load_bench_config(args.config, overrides)
     results = run_bench(bench, config_path=args.config)
     h = results["headline"]
@@ -455,6 +458,8 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", required=True, help="YAML bench config (see experiments/bench-cpu.yaml and ropd/bench.py's BenchConfig).")
     p.add_argument("--output-dir", help="Override the config's output_dir.")
+    p.add_argument("--methods", help="Run only these of the config's methods now, comma-separated (a later full run reads them back).")
+    p.add_argument("--seeds", help="Run only these seeds now, comma-separated.")
     p.set_defaults(func=cmd_bench)
 
 
