@@ -178,7 +178,9 @@ def _add_llm_call_flags(p: argparse.ArgumentParser, input_help: str) -> None:
         "--base-url",
         help="OpenAI-compatible base URL (default: the config's, else OPENAI_BASE_URL, else the model alias's). Key from OPENAI_API_KEY.",
     )
-    p.add_argument("--template", metavar="PATH", help="Prompt template: a name in prompts/ or a path to a .jinja file.")
+    p.add_argument(
+        "--template", metavar="PATH", help="Prompt template: a name in ropd/templates/ (prompts/ in a checkout) or a path to a .jinja file."
+    )
     p.add_argument("--timeout", type=float, help="Seconds before a request is abandoned and retried.")
     p.add_argument("--cache", metavar="FILE", help="SQLite result cache to read and write (default: none).")
     add_config_flags(p, ("judge",))

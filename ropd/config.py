@@ -1,7 +1,8 @@
 """The run configuration: one pydantic tree, loaded from YAML, overridden by command-line flags.
 
-Every field carries its help text; `ropd train --help`, the YAML files in `configs/` and the docs
-all read from here. Unknown keys and bad values are errors naming the field and where it came from.
+Every field carries its help text; `ropd train --help`, the YAML files in `ropd/configs/` (also at
+`configs/` in a checkout) and the docs all read from here. Unknown keys and bad values are errors
+naming the field and where it came from.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-CONFIGS_DIR = PACKAGE_ROOT / "configs"
+PACKAGE_DIR = Path(__file__).resolve().parent  # the installed `ropd` package: templates, configs and the model table ship in it
+PACKAGE_ROOT = PACKAGE_DIR.parent  # the source checkout (experiments/, tests/); meaningless for an installed wheel
+CONFIGS_DIR = PACKAGE_DIR / "configs"
 DEFAULT_CONFIG = CONFIGS_DIR / "default.yaml"
 
 
@@ -92,12 +94,12 @@ class JudgeConfig(EndpointConfig):
     max_tokens: int = Field(default=2048, ge=1, description="Maximum tokens per rubric or verdict completion.")
     rubric_template: str = Field(
         default="rubricator",
-        description="Rubric template: a name in prompts/ or a path to a .jinja file.",
+        description="Rubric template: a name in ropd/templates/ (prompts/ in a checkout) or a path to a .jinja file.",
         json_schema_extra=_flag("rubric-template"),
     )
     verifier_template: str = Field(
         default="verifier",
-        description="Judge template: a name in prompts/ or a path to a .jinja file.",
+        description="Judge template: a name in ropd/templates/ (prompts/ in a checkout) or a path to a .jinja file.",
         json_schema_extra=_flag("verifier-template"),
     )
     extra_instructions: str | None = Field(default=None, description="Extra instructions appended to the rubricator prompt.")
@@ -309,6 +311,11 @@ class ModelAlias(_Section):
     target: str = Field(description="API model name, Hub id or path, packaged model key, or base config for random weights.")
     base_url: str | None = Field(default=None, description="API base URL (api kind); unset, OPENAI_BASE_URL or the OpenAI API.")
     description: str = Field(default="", description="One line shown by `ropd models`.")
+    upstream: str | None = Field(
+        default=None,
+        description="Hub id of the model these weights come from (packaged GGUF copies); named as the base model in the model "
+        "card of a student trained from it.",
+    )
 
 
 def _default_prices() -> dict[str, Price]:

@@ -1,6 +1,6 @@
 """Model specs: resolve a short alias to where a model lives, and load local weights.
 
-Aliases come from `configs/models.yaml`, extended or overridden by a run config's `models:`.
+Aliases come from `ropd/configs/models.yaml` (shipped in the package), extended or overridden by a run config's `models:`.
 Packaged models are GGUF files shipped inside pinned PyPI wheels, checked against their sha256.
 llama.cpp serves the GGUF file itself (`packaged_gguf`); training and white-box use need weights
 transformers can load, converted once to safetensors under the ropd cache directory (`ensure_packaged`).
@@ -216,6 +216,20 @@ def ensure_tiny_random(seed: int = 0) -> Path:
             tokenizer.save_pretrained(tmp + "/m")
             shutil.move(tmp + "/m", out)
     return out
+
+
+# --- model cards ----------------------------------------------------------------------------------
+
+
+def base_model_name(name: str, aliases: dict[str, ModelAlias] | None = None) -> str:
+    """What a student trained from `name` was fine-tuned from, for its model card: the upstream Hub id of a packaged
+    model, a Hub id, else the alias or path as given."""
+    spec = resolve_model(name, aliases)
+    if spec.upstream:
+        return spec.upstream
+    if spec.kind == "hub" and not Path(spec.target).expanduser().exists():
+        return spec.target
+    return name
 
 
 # --- loading --------------------------------------------------------------------------------------

@@ -29,9 +29,9 @@ import jinja2
 import jinja2.meta
 import jinja2.nodes
 
-from ropd.config import PACKAGE_ROOT, ConfigError
+from ropd.config import PACKAGE_DIR, ConfigError
 
-PROMPTS_DIR = PACKAGE_ROOT / "prompts"
+PROMPTS_DIR = PACKAGE_DIR / "templates"  # shipped in the wheel; `prompts/` in a checkout links here
 TEMPLATE_SUFFIX = ".jinja"
 
 RUBRIC_VARIABLES = frozenset(
@@ -133,7 +133,7 @@ def _environment() -> jinja2.Environment:
 
 
 def template_path(name_or_path: str) -> Path:
-    """A template file from a name in prompts/ ("verifier") or a path to a .jinja file."""
+    """A template file from a name in ropd/templates/ ("verifier") or a path to a .jinja file."""
     candidate = Path(name_or_path).expanduser()
     if candidate.is_file():
         return candidate

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack, contextmanager
@@ -26,7 +27,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from ropd.config import EndpointConfig, RunConfig, TrainingConfig, dump_config
 from ropd.data import check_prompt_lengths, load_prompts, to_dataset
-from ropd.models import is_local, load_model, load_tokenizer, local_path, pick_dtype
+from ropd.models import base_model_name, is_local, load_model, load_tokenizer, local_path, pick_dtype
 from ropd.teacher import needs_local_server
 
 console = Console(stderr=True)
@@ -130,7 +131,10 @@ class TimedGRPOTrainer(GRPOTrainer):
       The learning-rate schedule still steps. Not done under DeepSpeed, whose engine owns the optimizer step.
     - Dynamic sampling (optional, DAPO): groups whose every advantage is zero are dropped from the loss mask, so
       they leave the token-mean normaliser; `train/dropped_group_rate` logs their share.
+    - Model card: names `base_model` (the student it was trained from) where TRL, given a local folder, names none.
     """
+
+    base_model: str | None = None  # what the student was fine-tuned from, for the model card (ropd.models.base_model_name)
 
     def __init__(self, *args: Any, dynamic_sampling: bool = False, **kwargs: Any):
         self.dynamic_sampling = dynamic_sampling
@@ -150,6 +154,19 @@ class TimedGRPOTrainer(GRPOTrainer):
     def _generate(self, prompts: list):
         with self._timed("time/sample"):
             return super()._generate(prompts)
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None):
+        """TRL's model card, naming `base_model`: TRL reads it from the model's `_name_or_path`, and leaves it out when
+        that is a local folder (every packaged, converted or random student)."""
+        if self.base_model is None:
+            return super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        config = self.model.config
+        saved = getattr(config, "_name_or_path", "")
+        config._name_or_path = self.base_model
+        try:
+            return super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        finally:
+            config._name_or_path = saved
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         with self._timed("time/reward"):
@@ -476,9 +493,18 @@ def train(config: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
         final = out / "final"
         trainer.save_model(str(final))
         tokenizer.save_pretrained(str(final))
+        save_model_card(trainer, out, final)
     write_usage(rewards, out / "usage.json")
     print_run_summary(rewards, time.perf_counter() - started, final)
     return final
+
+
+def save_model_card(trainer, out: Path, final: Path) -> None:
+    """Write the model card (TRL's, naming the real base model) into the run folder and beside the final model."""
+    trainer.create_model_card(model_name=out.resolve().name)
+    card = Path(trainer.args.output_dir) / "README.md"
+    if trainer.is_world_process_zero() and card.is_file():
+        shutil.copyfile(card, final / "README.md")
 
 
 def white_box_teacher(config: RunConfig, student_tokenizer):
@@ -496,12 +522,12 @@ def white_box_teacher(config: RunConfig, student_tokenizer):
 
 
 def build_trainer(config: RunConfig, model, tokenizer, dataset, rewards: list, teacher=None):
-    """GRPOTrainer for ropd/grpo, the white-box trainer for opd/sod."""
+    """GRPOTrainer for ropd/grpo, the white-box trainer for opd/sod; its model card names the student it started from."""
     args = grpo_args(config)
     if teacher is not None:
         from ropd.opd import build_white_box_trainer
 
-        return build_white_box_trainer(
+        trainer = build_white_box_trainer(
             config.method.name,
             model=model,
             teacher_model=teacher,
@@ -512,14 +538,17 @@ def build_trainer(config: RunConfig, model, tokenizer, dataset, rewards: list, t
             method_config=config.method,
             dynamic_sampling=config.training.dynamic_sampling,
         )
-    return TimedGRPOTrainer(
-        model=model,
-        reward_funcs=rewards,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        dynamic_sampling=config.training.dynamic_sampling,
-    )
+    else:
+        trainer = TimedGRPOTrainer(
+            model=model,
+            reward_funcs=rewards,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            dynamic_sampling=config.training.dynamic_sampling,
+        )
+    trainer.base_model = base_model_name(config.student.model, config.models)
+    return trainer
 
 
 def write_usage(rewards: list, path: Path) -> None:
