@@ -80,6 +80,11 @@ class TeacherConfig(EndpointConfig):
         default=4, ge=1, description="Teacher answers fetched per prompt (k).", json_schema_extra=_flag("num-teacher-answers")
     )
     offline_only: bool = Field(default=False, description="Refuse to fetch teacher answers missing from the cache at train time.")
+    use_truncated: bool = Field(
+        default=False,
+        description="Use teacher answers the server cut off at max_tokens (finish reason 'length') as reference answers and "
+        "consensus votes. Off: they stay cached, marked as cut off, and are left out (raise max_tokens to get complete ones).",
+    )
 
 
 class JudgeConfig(EndpointConfig):

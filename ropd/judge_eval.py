@@ -37,7 +37,7 @@ from ropd.data import REASONING_GYM, DataError
 from ropd.eval import is_correct
 from ropd.judge import JudgeTally, judge_endpoint, judge_verdicts
 from ropd.llm import LLMClient, LLMError
-from ropd.models import is_local
+from ropd.models import is_local, local_identity
 from ropd.prompts import RUBRIC_VARIABLES, VERIFIER_VARIABLES, load_template
 from ropd.quality import pair_counts, roc_auc
 from ropd.rubrics import consensus_answer, induce_rubric
@@ -150,14 +150,15 @@ def serving(
     if base_url or not is_local(model, aliases):
         yield base_url, None
         return
+    identity = local_identity(model, aliases, dtype)
     if not needed:
-        yield UNSERVED, f"local:{model}"
+        yield UNSERVED, identity
         return
     from ropd.serve import ServeError, local_server
 
     try:
         with local_server(model, models=aliases, threads=threads, dtype=dtype) as url:
-            yield url, f"local:{model}"
+            yield url, identity
     except ServeError as exc:
         raise JudgeEvalError(f"cannot serve {model}: {exc}") from None
 
@@ -182,12 +183,14 @@ def _sample_key(row: PromptRow, purpose: str) -> tuple[list[dict], dict]:
     return [m.model_dump() for m in row.prompt], {"prompt_id": row.id, "purpose": purpose}
 
 
-async def _sample_all(client: LLMClient, rows: list[PromptRow], k: int, purpose: str) -> dict[str, list[str]]:
-    """k samples per row; every sample is cached as it arrives, and a failure is raised only after the rest finished."""
+async def _sample_all(client: LLMClient, rows: list[PromptRow], k: int, purpose: str, drop_truncated: bool = False) -> dict[str, list[str]]:
+    """k samples per row (less those cut off at max_tokens when `drop_truncated`); every sample is cached as it arrives,
+    and a failure is raised only after the rest finished."""
 
     async def one(row: PromptRow) -> list[str]:
         messages, key_extra = _sample_key(row, purpose)
-        return await client.chat(messages, n=k, key_extra=key_extra)
+        samples = await client.chat_samples(messages, n=k, key_extra=key_extra)
+        return [s.text for s in samples if not (drop_truncated and s.truncated)]
 
     try:
         results = await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
@@ -212,12 +215,14 @@ def sample_model(
     base_url: str | None = None,
     aliases: dict[str, ModelAlias] | None = None,
     threads: int | None = None,
+    drop_truncated: bool = False,
 ) -> dict[str, list[str]]:
-    """k answers per row from `model`, from the cache when there; a local model is served only when some are missing."""
+    """k answers per row from `model`, from the cache when there; a local model is served only when some are missing.
+    With `drop_truncated`, answers cut off at max_tokens are left out (teacher answers: they are references)."""
     with serving(model, base_url, aliases, needed=False) as (url, identity):
         missing = _count_missing(_sampler(model, url, identity, sampling, role, seed, cache), rows, k, purpose)
     with serving(model, base_url, aliases, needed=missing > 0, threads=threads) as (url, identity):
-        return asyncio.run(_sample_all(_sampler(model, url, identity, sampling, role, seed, cache), rows, k, purpose))
+        return asyncio.run(_sample_all(_sampler(model, url, identity, sampling, role, seed, cache), rows, k, purpose, drop_truncated))
 
 
 def _count_missing(client: LLMClient, rows: list[PromptRow], k: int, purpose: str) -> int:
@@ -297,6 +302,7 @@ def build_labelled_set(
             base_url=base_urls.get(teacher_model),
             aliases=aliases,
             threads=threads,
+            drop_truncated=True,
         )
     samples: dict[str, list[Candidate]] = {r.id: [] for r in rows}
     for model, k in generators:
@@ -605,7 +611,7 @@ def evaluate_judge(
         raise ValueError("judge-eval needs a judge model")
     cfgs = [cfg.model_copy(update={"mode": mode}) for mode in modes]
     local = not cfg.base_url and is_local(cfg.model, aliases)
-    identity = f"local:{cfg.model}" if local else f"{cfg.model}@{redact_url(cfg.base_url)}"
+    identity = local_identity(cfg.model, aliases, cfg.serve_dtype) if local else f"{cfg.model}@{redact_url(cfg.base_url)}"
     needed = not all_stored(labelled.items, cfgs, identity, cache)
     setups: list[SetupResult] = []
     per_item = {item.id: _item_summary(item) for item in labelled.items}

@@ -8,8 +8,9 @@ Transient failures (timeouts, dropped connections, 408/409/429/5xx) are retried 
 exponential backoff and jitter, honouring Retry-After; the SDK's own retries are off so every
 retry is counted. Structured output asks for the strictest response_format the server accepts
 (json_schema, then json_object, then none), parses tolerantly, validates with pydantic and re-asks
-with the error shown. Results are cached by content; the API key is sent in the Authorization
-header only and scrubbed from every message this module writes.
+with the error shown. Results are cached by content; a sample cut off at max_tokens is cached with
+its finish reason, so callers can tell it from a complete one (`Sample.truncated`). The API key is
+sent in the Authorization header only and scrubbed from every message this module writes.
 """
 
 from __future__ import annotations
@@ -145,6 +146,14 @@ def estimate_tokens(request: dict[str, Any]) -> int:
     return prompt_chars // 4 + request["max_tokens"] * request.get("n", 1)
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One completion as cached: its text, and whether the server cut it off at max_tokens (finish reason "length")."""
+
+    text: str
+    truncated: bool = False
+
+
 @dataclass
 class _Spent:
     """What one or more requests cost."""
@@ -239,27 +248,37 @@ class LLMClient:
         With `json_schema`, the samples are asked for under the strictest response_format the server
         accepts (as in chat_json) but returned unvalidated: the caller parses them.
         """
+        return [s.text for s in await self.chat_samples(messages, n=n, key_extra=key_extra, json_schema=json_schema)]
+
+    async def chat_samples(
+        self, messages: list[dict], *, n: int = 1, key_extra: dict | None = None, json_schema: dict | None = None
+    ) -> list[Sample]:
+        """Like `chat`, with each sample's truncation mark (cut off at max_tokens), as it is cached."""
         if json_schema is not None:
             key_extra = {**(key_extra or {}), "json_schema": json_schema}
         keys = [self._chat_key(messages, key_extra, i) for i in range(n)]
-        texts = self.lookup_chat(messages, n=n, key_extra=key_extra)
-        self.usage.cache_hits += sum(t is not None for t in texts)
-        missing = [i for i, t in enumerate(texts) if t is None]
+        samples = self.lookup_samples(messages, n=n, key_extra=key_extra)
+        self.usage.cache_hits += sum(s is not None for s in samples)
+        missing = [i for i, s in enumerate(samples) if s is None]
         if missing:
             try:
-                await self._fill(messages, keys, texts, missing, json_schema)
+                await self._fill(messages, keys, samples, missing, json_schema)
             except LLMError:
                 self.usage.failures += 1
                 raise
-        return [t or "" for t in texts]
+        return [s or Sample("") for s in samples]
 
     def lookup_chat(self, messages: list[dict], *, n: int = 1, key_extra: dict | None = None) -> list[str | None]:
         """The cached samples of a `chat` call (None where missing), without any request."""
+        return [None if s is None else s.text for s in self.lookup_samples(messages, n=n, key_extra=key_extra)]
+
+    def lookup_samples(self, messages: list[dict], *, n: int = 1, key_extra: dict | None = None) -> list[Sample | None]:
+        """The cached samples of a `chat` call with their truncation marks (None where missing), without any request."""
         if self.cache is None:
             return [None] * n
         keys = [self._chat_key(messages, key_extra, i) for i in range(n)]
         found = self.cache.get_many(keys)
-        return [found[k]["text"] if k in found else None for k in keys]
+        return [_sample(found[k]) if k in found else None for k in keys]
 
     async def chat_json(
         self,
@@ -298,7 +317,7 @@ class LLMClient:
         return ResultCache.make_key(kind="chat", fingerprint=self.fingerprint, messages=messages, extra=key_extra, sample=sample)
 
     async def _fill(
-        self, messages: list[dict], keys: list[str], texts: list[str | None], missing: list[int], json_schema: dict | None = None
+        self, messages: list[dict], keys: list[str], texts: list[Sample | None], missing: list[int], json_schema: dict | None = None
     ) -> None:
         """Fetch the missing samples: one request with `n` where the server honours it, else one request each."""
         if len(missing) > 1 and self._n_honoured is not False:
@@ -308,20 +327,20 @@ class LLMClient:
                 self._n_honoured = False
                 log.info("%s: the server refused n=%d (%s); asking for each sample separately", self.role, len(missing), exc.message)
             else:
-                choices = [c.message.content or "" for c in response.choices]
+                choices = response.choices
                 self._n_honoured = len(choices) >= len(missing)
                 if not self._n_honoured:
                     log.info("%s: the server ignored n=%d; asking for each sample separately", self.role, len(missing))
-                for index, text in zip(missing, choices, strict=False):
-                    self._store_sample(keys[index], texts, index, text, spent.share(len(choices)))
+                for index, choice in zip(missing, choices, strict=False):
+                    self._store_sample(keys[index], texts, index, choice, spent.share(len(choices)))
             missing = [i for i in missing if texts[i] is None]
         await asyncio.gather(*(self._fetch_sample(messages, keys, texts, i, json_schema) for i in missing))
 
     async def _fetch_sample(
-        self, messages: list[dict], keys: list[str], texts: list[str | None], index: int, json_schema: dict | None = None
+        self, messages: list[dict], keys: list[str], texts: list[Sample | None], index: int, json_schema: dict | None = None
     ) -> None:
         response, spent = await self._sample_request(messages, 1, self._sample_seed(index), json_schema)
-        self._store_sample(keys[index], texts, index, response.choices[0].message.content or "", spent.share(1))
+        self._store_sample(keys[index], texts, index, response.choices[0], spent.share(1))
 
     async def _sample_request(self, messages: list[dict], n: int, seed: int | None, json_schema: dict | None):
         if json_schema is None:
@@ -332,10 +351,12 @@ class LLMClient:
         """Sample i is drawn with seed + i, so separately requested samples differ and each has its own seed."""
         return None if self.endpoint.seed is None else self.endpoint.seed + index
 
-    def _store_sample(self, key: str, texts: list[str | None], index: int, text: str, usage: dict) -> None:
-        texts[index] = text
+    def _store_sample(self, key: str, texts: list[Sample | None], index: int, choice: Any, usage: dict) -> None:
+        """Keep one choice, with its finish reason: a sample cut off at max_tokens is cached too, marked as such."""
+        text, finish_reason = choice.message.content or "", getattr(choice, "finish_reason", None)
+        texts[index] = Sample(text, truncated=finish_reason == "length")
         if self.cache is not None:
-            self.cache.put(key, self.role, {"text": text}, usage, self.fingerprint)
+            self.cache.put(key, self.role, {"text": text, "finish_reason": finish_reason}, usage, self.fingerprint)
 
     # --- structured output internals ---------------------------------------------------------------------
 
@@ -547,6 +568,11 @@ class _NRejected(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+
+def _sample(record: dict) -> Sample:
+    """A cached chat sample; records made before finish reasons were kept count as complete."""
+    return Sample(record["text"], truncated=record.get("finish_reason") == "length")
 
 
 def _summary(exc: BaseException | None) -> str:

@@ -4,12 +4,16 @@ Aliases come from `ropd/configs/models.yaml` (shipped in the package), extended 
 Packaged models are GGUF files shipped inside pinned PyPI wheels, checked against their sha256.
 llama.cpp serves the GGUF file itself (`packaged_gguf`); training and white-box use need weights
 transformers can load, converted once to safetensors under the ropd cache directory (`ensure_packaged`).
+
+Results a local model produced (teacher answers, rubrics, verdicts) are cached under `local_identity`:
+a fingerprint of its weights plus how it was served, never just its name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -216,6 +220,89 @@ def ensure_tiny_random(seed: int = 0) -> Path:
             tokenizer.save_pretrained(tmp + "/m")
             shutil.move(tmp + "/m", out)
     return out
+
+
+# --- what produced a result: fingerprints of local weights ----------------------------------------
+
+FINGERPRINTED_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja")
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """sha256 over the names and contents of a model folder's config, tokenizer and weight files.
+
+    Remembered under the ropd cache while no file changes (name, size, mtime, ctime and inode all equal),
+    so a large folder is read once, and any rewrite of a file, even to the same size, is read again.
+    """
+    files = [p for p in sorted(Path(folder).iterdir()) if p.is_file() and p.suffix in FINGERPRINTED_SUFFIXES]
+    return _remembered_digest(Path(folder), files, with_names=True)
+
+
+def file_fingerprint(path: Path) -> str:
+    """sha256 of one file (a .gguf model), remembered like `weights_fingerprint`."""
+    return _remembered_digest(Path(path), [Path(path)], with_names=False)
+
+
+def _stat_stamp(files: list[Path]) -> list[list]:
+    stamps = []
+    for path in files:
+        stat = path.stat()
+        stamps.append([path.name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino])
+    return stamps
+
+
+def _remembered_digest(where: Path, files: list[Path], *, with_names: bool) -> str:
+    memo = ropd_home() / "fingerprints" / f"{hashlib.sha256(str(where.resolve()).encode()).hexdigest()[:32]}.json"
+    stamp = _stat_stamp(files)
+    try:
+        stored = json.loads(memo.read_text())
+        if stored.get("stamp") == stamp and stored.get("with_names") == with_names:
+            return stored["sha256"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    digest = hashlib.sha256()
+    for path in files:
+        if with_names:
+            digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as source:
+            while chunk := source.read(1 << 22):
+                digest.update(chunk)
+    value = digest.hexdigest()
+    if _stat_stamp(files) == stamp:  # nothing changed while reading: safe to remember
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        partial = memo.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps({"path": str(where), "stamp": stamp, "with_names": with_names, "sha256": value}))
+        partial.replace(memo)
+    return value
+
+
+def local_identity(name: str, aliases: dict[str, ModelAlias] | None = None, dtype: str = "auto", engine: str = "auto") -> str:
+    """The cache identity of results from local model `name` served by ropd: `local:<name>@<weights>/<engine>/<weights type>`.
+
+    <weights> is the first 16 hex of a sha256 of what is served: a packaged model's GGUF (its checked sha256), a .gguf
+    file, or a Hugging Face folder's config, tokenizer and weights. A retrained folder, an alias pointing elsewhere, or
+    another engine or serve dtype therefore never reuses answers or verdicts made by the old one.
+    """
+    from ropd.serve import GGUF_TYPES, ServeError, choose_engine, hf_folder
+
+    spec = resolve_model(name, aliases)
+    try:
+        served = choose_engine(name, engine, aliases)
+        if spec.kind == "packaged":
+            packaged = _table()[1].get(spec.target)
+            if packaged is None:
+                raise ModelError(f"no packaged model named '{spec.target}' in {MODELS_FILE}")
+            weights, form = packaged.sha256, "gguf"
+        elif name.endswith(".gguf") and Path(name).expanduser().is_file():
+            weights, form = file_fingerprint(Path(name).expanduser()), "gguf"
+        else:
+            weights = weights_fingerprint(hf_folder(name, aliases))
+            form = GGUF_TYPES.get(dtype, dtype) if served == "llama.cpp" else dtype  # llama.cpp serves it converted to this GGUF type
+    except (ServeError, OSError) as exc:
+        raise ModelError(
+            f"cannot fingerprint the weights of local model '{name}' ({exc}); its cached answers and verdicts are keyed by "
+            f"its weights, so they need the model on this machine"
+        ) from None
+    return f"local:{name}@{weights[:16]}/{served}/{form}"
 
 
 # --- model cards ----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from ropd.data import prompt_id
 from ropd.eval import is_correct
 from ropd.judge import judge_endpoint, judge_verdicts
 from ropd.llm import LLMClient, LLMError
+from ropd.models import is_local, local_identity
 from ropd.prompts import final_text
 from ropd.quality import pair_counts, roc_auc
 from ropd.rubrics import RubricStore, induce_rubric
@@ -370,11 +371,18 @@ def check_templates(cfg: JudgeConfig) -> None:
 
 
 def judge_endpoint_for(config: RunConfig, base_url: str | None) -> tuple[EndpointConfig, str | None]:
-    """The judge endpoint, pointed at `base_url` when given (a local server), and its cache identity."""
+    """The judge endpoint, pointed at `base_url` when given (a local server), and its cache identity: for a local model,
+    a fingerprint of its weights and how it is served (`ropd.models.local_identity`), not the server's URL."""
     endpoint = config.judge_endpoint()
     if base_url is None:
         return endpoint, None
-    return endpoint.model_copy(update={"base_url": base_url}), f"local:{endpoint.model}"
+    if not is_local(endpoint.model, config.models):  # not a model ropd serves: keyed by the URL, as any endpoint
+        return endpoint.model_copy(update={"base_url": base_url}), None
+    served = endpoint
+    if endpoint.model == config.teacher.model and needs_local_server(config):  # one server per model, started for the teacher
+        served = config.teacher
+    identity = local_identity(endpoint.model, config.models, served.serve_dtype, served.serve_engine)
+    return endpoint.model_copy(update={"base_url": base_url}), identity
 
 
 def build_rubric_reward(
@@ -387,7 +395,7 @@ def build_rubric_reward(
     """A RubricReward with its teacher pool and rubricator/judge clients built from the config.
 
     Base URLs passed here (servers the trainer started on loopback) override the config's; their
-    cache identity is the model name, since a local server's port changes from run to run.
+    cache identity is the model's weights fingerprint, since a local server's port changes from run to run.
     """
     prompts = prompts if isinstance(prompts, dict) else {p.id: p for p in prompts}
     if teacher_base_url is not None and not needs_local_server(config):

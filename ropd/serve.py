@@ -17,7 +17,6 @@ errors; on Linux the engine also dies with the process that started it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -37,7 +36,7 @@ from typing import Literal
 from filelock import FileLock
 
 from ropd.config import ModelAlias
-from ropd.models import ModelError, local_path, packaged_gguf, resolve_model, ropd_home
+from ropd.models import ModelError, local_path, packaged_gguf, resolve_model, ropd_home, weights_fingerprint
 
 log = logging.getLogger("ropd.serve")
 
@@ -117,18 +116,6 @@ def choose_engine(model: str, engine: str = "auto", models: dict[str, ModelAlias
 
 
 # --- model files ----------------------------------------------------------------------------------
-
-
-def weights_fingerprint(folder: Path) -> str:
-    """sha256 over the names and contents of a model folder's config, tokenizer and weight files."""
-    digest = hashlib.sha256()
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and (path.suffix in (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja")):
-            digest.update(path.name.encode() + b"\0")
-            with path.open("rb") as source:
-                while chunk := source.read(1 << 22):
-                    digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hf_folder(model: str, models: dict[str, ModelAlias] | None = None) -> Path:

@@ -3,8 +3,11 @@
 Each answer is cached the moment it arrives, keyed by the prompt id, a hash of its chat messages,
 the teacher's fingerprint (model, redacted base URL, sampling parameters, max tokens) plus the
 prompt-template version, and the sample index. An interrupted fetch therefore resumes where it
-stopped, and a changed teacher setting never reuses answers made under another. With
-`offline_only`, a missing answer is an error instead of a request.
+stopped, and a changed teacher setting never reuses answers made under another. A local teacher
+served by ropd is keyed by a fingerprint of its weights and how it is served
+(`ropd.models.local_identity`), so a retrained folder or another serve dtype fetches anew. An
+answer cut off at max_tokens is cached with that mark and, unless `use_truncated`, is not handed
+out as a reference answer. With `offline_only`, a missing answer is an error instead of a request.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ropd.cache import ResultCache
 from ropd.config import RunConfig
-from ropd.llm import LLMClient, LLMError
-from ropd.models import ModelError, is_local
+from ropd.llm import LLMClient, LLMError, Sample
+from ropd.models import ModelError, is_local, local_identity
 from ropd.types import PromptRow
 
 # How a prompt row becomes the teacher's messages; bump it when that changes so old answers are not reused.
@@ -42,10 +45,11 @@ def cache_path(config: RunConfig) -> Path:
 class TeacherPool:
     """k teacher answers per prompt, from the cache or the teacher's endpoint."""
 
-    def __init__(self, client: LLMClient, num_answers: int, *, offline_only: bool = False):
+    def __init__(self, client: LLMClient, num_answers: int, *, offline_only: bool = False, use_truncated: bool = False):
         self.client = client
         self.num_answers = num_answers
         self.offline_only = offline_only
+        self.use_truncated = use_truncated
 
     @property
     def usage(self):
@@ -64,17 +68,42 @@ class TeacherPool:
         """How many answers for `rows` are not in the cache yet."""
         return sum(answer is None for row in rows for answer in self.cached(row))
 
-    async def answers(self, row: PromptRow) -> list[str]:
-        """The k answers to `row`: cached ones, plus fetched ones unless offline_only (then missing ones are an error)."""
+    def count_truncated(self, rows: list[PromptRow]) -> int:
+        """How many cached answers for `rows` were cut off at max_tokens."""
+        counted = 0
+        for row in rows:
+            messages, key_extra = self._request(row)
+            counted += sum(
+                s is not None and s.truncated for s in self.client.lookup_samples(messages, n=self.num_answers, key_extra=key_extra)
+            )
+        return counted
+
+    async def samples(self, row: PromptRow) -> list[Sample]:
+        """All k answers to `row`, cut-off ones included and marked: cached ones, plus fetched ones unless offline_only
+        (then missing ones are an error)."""
+        messages, key_extra = self._request(row)
         if self.offline_only:
-            found = self.cached(row)
-            missing = sum(a is None for a in found)
+            found = self.client.lookup_samples(messages, n=self.num_answers, key_extra=key_extra)
+            missing = sum(s is None for s in found)
             if missing:
                 raise TeacherError(self._missing_message(missing, f"prompt '{row.id}'"))
             self.client.usage.cache_hits += len(found)
-            return [a or "" for a in found]
-        messages, key_extra = self._request(row)
-        return await self.client.chat(messages, n=self.num_answers, key_extra=key_extra)
+            return [s or Sample("") for s in found]
+        return await self.client.chat_samples(messages, n=self.num_answers, key_extra=key_extra)
+
+    async def answers(self, row: PromptRow) -> list[str]:
+        """The answers to `row` usable as references: the k answers less those cut off at max_tokens (unless use_truncated).
+
+        Raises TeacherError when every answer was cut off, naming max_tokens.
+        """
+        samples = await self.samples(row)
+        usable = [s.text for s in samples if self.use_truncated or not s.truncated]
+        if samples and not usable:
+            raise TeacherError(
+                f"all {len(samples)} teacher answers for prompt '{row.id}' were cut off at max_tokens="
+                f"{self.client.endpoint.max_tokens}; raise teacher.max_tokens, or set teacher.use_truncated to use them"
+            )
+        return usable
 
     async def fetch_all(self, rows: list[PromptRow], progress: bool = True) -> dict[str, list[str]]:
         """Answers for every row (id -> answers); fails only after every other prompt has been fetched and cached."""
@@ -113,7 +142,7 @@ class TeacherPool:
 
 def build_teacher_pool(config: RunConfig, cache: ResultCache, *, local_base_url: str | None = None) -> TeacherPool:
     """The run's teacher pool. A local teacher needs `local_base_url`, where it is being served (see `open_teacher_pool`),
-    unless offline_only; that URL changes between runs, so cache keys name the model instead."""
+    unless offline_only; that URL changes between runs, so cache keys name the model's weights instead."""
     if needs_local_server(config) and local_base_url is None and not config.teacher.offline_only:
         raise ModelError(
             f"the teacher '{config.teacher.model}' is a local model: serve it (open_teacher_pool does) or pass --teacher-base-url"
@@ -125,9 +154,10 @@ def _pool(config: RunConfig, cache: ResultCache, local_base_url: str | None) -> 
     endpoint, identity = config.teacher, None
     if needs_local_server(config):
         endpoint = endpoint.model_copy(update={"base_url": local_base_url or UNSERVED})
-        identity = f"local:{config.teacher.model}"
+        identity = local_identity(config.teacher.model, config.models, config.teacher.serve_dtype, config.teacher.serve_engine)
     client = LLMClient(endpoint, role=ROLE, cache=cache, prices=config.prices, aliases=config.models, identity=identity)
-    return TeacherPool(client, config.teacher.num_answers, offline_only=config.teacher.offline_only)
+    teacher = config.teacher
+    return TeacherPool(client, teacher.num_answers, offline_only=teacher.offline_only, use_truncated=teacher.use_truncated)
 
 
 def needs_local_server(config: RunConfig) -> bool:
@@ -186,6 +216,7 @@ def teach(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             "answers_fetched": len(rows) * pool.num_answers - usage.cache_hits - missing,
             "cache_hits": usage.cache_hits,
             "missing": missing,
+            "truncated": pool.count_truncated(rows),
             "requests": usage.requests,
             "retries": usage.retries,
             "prompt_tokens": usage.prompt_tokens,

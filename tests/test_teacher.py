@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from collections import Counter
 from pathlib import Path
 
@@ -101,7 +100,7 @@ def test_a_local_teacher_is_keyed_by_model_not_by_its_ephemeral_port(tmp_path):
         one = build_teacher_pool(config, cache, local_base_url="http://127.0.0.1:4001/v1")
         two = build_teacher_pool(config, cache, local_base_url="http://127.0.0.1:4002/v1")
         assert one.client.fingerprint == two.client.fingerprint
-        assert one.client.fingerprint["endpoint"] == "local:tiny-random"
+        assert one.client.fingerprint["endpoint"].startswith("local:tiny-random@")  # the name and a fingerprint of the weights
 
 
 def test_a_local_teacher_is_served_only_when_answers_are_missing(tmp_path, monkeypatch):
@@ -114,11 +113,11 @@ def test_a_local_teacher_is_served_only_when_answers_are_missing(tmp_path, monke
     with ScriptedServer(answer_by_prompt) as server:
 
         @contextlib.contextmanager
-        def local_server(model, models=None, dtype="auto"):  # the scripted server stands in for the model's loopback server
+        def local_server(model, models=None, dtype="auto", engine="auto"):  # the scripted server stands in for the loopback one
             started.append(model)
             yield server.base_url
 
-        monkeypatch.setitem(sys.modules, "ropd.serve", types.SimpleNamespace(local_server=local_server))
+        monkeypatch.setattr("ropd.serve.local_server", local_server)
         first = teach(config, progress=False)
         assert started == ["tiny-random"] and first["answers_fetched"] == 6 and len(server.requests) == 3 + 3
         again = teach(config, progress=False)
