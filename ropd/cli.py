@@ -623,6 +623,30 @@ def add_judge_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_judge_eval)
 
 
+# --- inspect: a static HTML report of a run or a bench ---------------------------------------------------
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Write a static HTML report of a run folder (config, usage, curves, every group's rubric, verdicts and rewards)
+    or of a bench folder (curves, per-seed table, links to each arm's run report). It opens from disk: no server, no
+    network. Prints the path of its index.html on stdout."""
+    from ropd.inspect import InspectError, build_report
+
+    try:
+        index = build_report(args.path, args.out)
+    except InspectError as exc:
+        raise DataError(str(exc)) from None
+    out.print(str(index), highlight=False, soft_wrap=True)
+    return 0
+
+
+def add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="Write a static HTML report of a run or bench folder.", description=cmd_inspect.__doc__)
+    p.add_argument("path", metavar="RUN_DIR", help="A run's output folder, or a bench's output_dir (it holds results.json).")
+    p.add_argument("--out", metavar="DIR", help="Folder of the report (default: RUN_DIR/report).")
+    p.set_defaults(func=cmd_inspect)
+
+
 # Each entry adds one subcommand. A subcommand is listed only once it works.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_models,
@@ -634,6 +658,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_teach,
     add_bench,
     add_judge_eval,
+    add_inspect,
 ]
 
 

@@ -11,17 +11,21 @@ ropd.scoring.score_verdicts, the path `ropd judge` and judge-eval use too. Group
 concurrently. A group whose teacher answers, rubric or verdicts failed after all retries gets None
 for every rollout (TRL skips it), never a silent 0. When the prompts carry reference answers, each
 call also logs how well the rewards separate correct from incorrect answers (quality/*); the
-references never touch the rewards.
+references never touch the rewards. With `groups_log` set (training sets <output dir>/groups.jsonl), every
+call appends one JSON line per group (`group_record`) for `ropd inspect`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import statistics
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from ropd.config import EndpointConfig, JudgeConfig, RunConfig
@@ -70,6 +74,10 @@ class GroupRun:
     correct: list[bool] | None = None  # rollouts checked against the prompt's reference answer, when it has one
     teacher_correct: list[bool] | None = None
     scored: ScoredGroup | None = None  # how each criterion of the rollouts' rubric was decided
+    question: str = ""
+    rollouts: list[str] = field(default_factory=list)
+    rubric: Rubric | None = None  # the rubric as induced or reused, also when judging then failed
+    verdicts: list[Verdict] = field(default_factory=list)  # the judge's own verdicts, evidence fields included
 
 
 def completion_text(completion: Any) -> str:
@@ -119,8 +127,10 @@ class RubricReward:
         rubric_client: LLMClient,
         judge_client: LLMClient,
         prompts: dict[str, PromptRow] | Iterable[PromptRow],
+        groups_log: Path | None = None,
     ):
         self.config = config
+        self.groups_log = groups_log
         self.judge_config = config.judge
         self.teacher = teacher
         self.rubric_client = rubric_client
@@ -168,6 +178,8 @@ class RubricReward:
         for run in runs:
             self._check_against_reference(run, [texts[i] for i in run.indices], references[run.indices[0]] if references else None)
         self._tally(runs)
+        if self.groups_log is not None:
+            self._log_groups(runs, step + 1 if trainer_state is not None else self._calls)  # the step metrics.jsonl logs
         if log_metric is not None:
             for name, value in self.metrics(runs).items():
                 log_metric(name, value)
@@ -178,6 +190,13 @@ class RubricReward:
                     evidence[index] = text
             log_extra("judge_final_answer", evidence)
         return rewards
+
+    def _log_groups(self, runs: list[GroupRun], step: int) -> None:
+        """Append one JSON line per group to `groups_log`, in one write."""
+        assert self.groups_log is not None
+        lines = "".join(json.dumps(group_record(run, step), ensure_ascii=False) + "\n" for run in runs)
+        with self.groups_log.open("a", encoding="utf-8") as sink:
+            sink.write(lines)
 
     def _tally(self, runs: list[GroupRun]) -> None:
         failed = [run.score for run in runs if run.score.failed]
@@ -204,6 +223,7 @@ class RubricReward:
         """Teacher answers -> rubric (induced or reused) -> verdicts for one prompt group."""
         cfg = self.judge_config
         run = GroupRun(score=GroupScore(prompt_id=row.id), indices=indices if indices is not None else list(range(len(rollouts))))
+        run.question, run.rollouts = row.question, list(rollouts)
         phase = "teacher"
         try:
             clock = time.monotonic()
@@ -211,6 +231,7 @@ class RubricReward:
             run.seconds["teacher"] = time.monotonic() - clock
             if not references:
                 raise TeacherError(f"no usable teacher answer for prompt '{row.id}' (all empty after the last </think>)")
+            run.teacher_answers = references
 
             phase, clock = "rubric", time.monotonic()
             rubric = self.store.get(row.id, step)
@@ -218,6 +239,7 @@ class RubricReward:
             if rubric is None:
                 rubric = await induce_rubric(self.rubric_client, row.question, references, rollouts, cfg)
                 self.store.put(row.id, step, rubric)
+            run.rubric = rubric
             run.seconds["rubric"] = time.monotonic() - clock
 
             phase, clock = "judge", time.monotonic()
@@ -234,8 +256,8 @@ class RubricReward:
             run.score.error = f"{phase}: {exc}"
             log.warning("prompt '%s': no reward for its %d rollouts this step (%s)", row.id, len(rollouts), run.score.error)
             return run
-        run.teacher_answers = references
         verdicts: list[Verdict] = results[0]  # type: ignore[assignment]
+        run.verdicts = list(verdicts)
         run.scored = score_verdicts(rubric, verdicts, rollouts, references, cfg, row.question)
         run.score = GroupScore(
             prompt_id=row.id,
@@ -350,6 +372,63 @@ def quality_metrics(runs: list[GroupRun]) -> dict[str, float]:
     return out
 
 
+_URL_CREDENTIALS = re.compile(r"(\w+://)[^/\s@]+@")
+_BEARER = re.compile(r"(?i)\bbearer\s+\S+")
+_KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
+
+
+def redact(text: str) -> str:
+    """Text with URL credentials, bearer tokens and sk-... keys masked (error messages written to disk)."""
+    text = _URL_CREDENTIALS.sub(r"\1***@", text)
+    return _KEY_LIKE.sub("sk-***", _BEARER.sub("Bearer ***", text))
+
+
+def group_advantages(rewards: list[float] | None) -> list[float] | None:
+    """reward - group mean (before any scaling by the trainer); exactly 0 for a group without spread, None when failed."""
+    if not rewards:
+        return None
+    from ropd.training import ZERO_SPREAD_TOLERANCE
+
+    if max(rewards) - min(rewards) <= ZERO_SPREAD_TOLERANCE:
+        return [0.0] * len(rewards)
+    mean = statistics.fmean(rewards)
+    return [r - mean for r in rewards]
+
+
+def group_record(run: GroupRun, step: int) -> dict[str, Any]:
+    """One group of one step as a JSON-ready dict (groups.jsonl): texts, rubric, verdicts, rewards, labels, error.
+
+    `verdicts` are the booleans that count (the scored rubric's criteria, code checks applied); `judge_verdicts`
+    the judge's own, with the evidence fields it copied (`evidence`). No keys or endpoint URLs are written.
+    """
+    score, scored = run.score, run.scored
+    rubric = score.rubric or run.rubric
+    return {
+        "step": step,
+        "prompt_id": score.prompt_id,
+        "question": run.question,
+        "teacher_answers": run.teacher_answers,
+        "rollouts": run.rollouts,
+        "rubric": rubric.model_dump(mode="json", exclude_none=True)["criteria"] if rubric is not None else None,
+        "decided_by": score.decided_by,
+        "verdicts": score.verdicts,
+        "judge_verdicts": [list(v.met) for v in run.verdicts] or None,
+        "evidence": [dict(verdict.model_extra or {}) for verdict in run.verdicts] or None,
+        "expected": scored.expected if scored is not None else None,
+        "consensus": scored.consensus if scored is not None else None,
+        "dropped_targets": scored.dropped_targets if scored is not None else {},
+        "rewards": score.rewards,
+        "advantages": group_advantages(score.rewards),
+        "correct": run.correct,
+        "teacher_correct": run.teacher_correct,
+        "teacher_scores": score.teacher_scores,
+        "rubric_reused": run.rubric_reused,
+        "seconds": {k: round(v, 3) for k, v in run.seconds.items()},
+        "failed_phase": run.failed_phase,
+        "error": redact(score.error) if score.error else None,
+    }
+
+
 def _mean(values: list[bool]) -> float:
     return sum(values) / len(values) if values else 0.0
 
@@ -391,11 +470,13 @@ def build_rubric_reward(
     cache: Any,
     teacher_base_url: str | None = None,
     judge_base_url: str | None = None,
+    groups_log: Path | None = None,
 ) -> RubricReward:
     """A RubricReward with its teacher pool and rubricator/judge clients built from the config.
 
     Base URLs passed here (servers the trainer started on loopback) override the config's; their
     cache identity is the model's weights fingerprint, since a local server's port changes from run to run.
+    `groups_log`: the groups.jsonl file each call appends its groups to (None: not written).
     """
     prompts = prompts if isinstance(prompts, dict) else {p.id: p for p in prompts}
     if teacher_base_url is not None and not needs_local_server(config):
@@ -411,4 +492,4 @@ def build_rubric_reward(
     }
     rubric_client = LLMClient(endpoint, role="rubricator", **common)
     judge_client = LLMClient(judge_endpoint(endpoint, config.judge), role="judge", **common)
-    return RubricReward(config, teacher, rubric_client, judge_client, prompts)
+    return RubricReward(config, teacher, rubric_client, judge_client, prompts, groups_log=groups_log)

@@ -414,7 +414,12 @@ def reward_functions(config: RunConfig, prompts, cache, urls: dict[str, str] | N
     from ropd.reward import build_rubric_reward
 
     urls = urls or {}
-    return [build_rubric_reward(config, prompts, cache, teacher_base_url=urls.get("teacher"), judge_base_url=urls.get("judge"))]
+    groups_log = Path(config.output.dir) / "groups.jsonl"  # per-group records for `ropd inspect`
+    return [
+        build_rubric_reward(
+            config, prompts, cache, teacher_base_url=urls.get("teacher"), judge_base_url=urls.get("judge"), groups_log=groups_log
+        )
+    ]
 
 
 # --- the run --------------------------------------------------------------------------------------

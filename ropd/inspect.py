@@ -1,0 +1,681 @@
+"""`ropd inspect`: a static HTML report of a run or a bench, read from what they already wrote.
+
+    build_report("runs/default")             # -> runs/default/report/index.html
+    build_report("runs/bench", "bench-report")
+
+A run folder gives the run page: config summary, usage per role, cache rows, curves (reward, quality,
+groups without spread or failed, loss, step times) as inline SVG, and every group of every step from
+groups.jsonl (question, teacher answers, rubric, verdict matrix with evidence fields, rewards,
+advantages, correctness) with paging and filters (step, text, "reward disagreed with correctness",
+failed). A bench folder (results.json) gives the bench page: curves, per-method and per-seed tables,
+links to each arm's run page where its run folder was kept.
+
+The report is a folder that opens from disk: index.html with its CSS and JS inline and the group list
+embedded as JSON; the groups' full records are embedded too when small, else written beside it as
+data/groups-NNNN.js files that the page loads when a group is opened (classic scripts load from
+file://, where fetch cannot). All model text reaches the page as JSON data or through Jinja's
+autoescape, and the page's script inserts it with textContent only, never as HTML.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+import sqlite3
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import Environment, FileSystemLoader, Undefined
+from markupsafe import Markup
+
+REPORT_DIR = Path(__file__).resolve().parent / "report"  # templates, CSS and JS: package data beside this module
+INLINE_DETAIL_BYTES = 1_500_000  # full group records up to this size are embedded in index.html, else chunked
+CHUNK_BYTES = 400_000  # target size of one data/groups-NNNN.js file
+QUESTION_SNIPPET = 240  # characters of the question kept in the group list (search and display)
+ZERO_SPREAD = 1e-6  # as ropd.training.ZERO_SPREAD_TOLERANCE, without importing torch
+CONFIG_SECTIONS = ("method", "teacher", "student", "judge", "data", "training", "output")
+TIME_PARTS = ("time/sample", "time/reward", "time/teacher_logits", "time/update")
+GROUP_TIMES = ("time/teacher", "time/rubric", "time/judge")
+PALETTE = ("#1f6fb4", "#d1452c", "#2e9a47", "#8a58b8", "#e08a12", "#7a5a48", "#1aa3b3", "#777777")
+METHOD_LABELS = {"ropd": "rubric OPD", "opd": "logit OPD", "sod": "SOD", "grpo": "outcome GRPO"}
+
+
+class InspectError(ValueError):
+    """A folder that holds neither a run nor a bench, or files that cannot be read; the message says which."""
+
+
+# --- entry point -----------------------------------------------------------------------------------
+
+
+def build_report(path: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of a run or bench folder into `out` (default: <path>/report); return its index.html."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InspectError(f"{path}: not a folder (give a run's output dir or a bench's output_dir)")
+    target = Path(out) if out is not None else path / "report"
+    if is_bench_dir(path):
+        return build_bench_report(path, target)
+    if is_run_dir(path):
+        return build_run_report(path, target)
+    raise InspectError(f"{path}: neither a run folder (metrics.jsonl, config.yaml or groups.jsonl) nor a bench folder (results.json)")
+
+
+def is_bench_dir(path: Path) -> bool:
+    return (path / "results.json").is_file()
+
+
+def is_run_dir(path: Path) -> bool:
+    return any((path / name).is_file() for name in ("metrics.jsonl", "config.yaml", "groups.jsonl"))
+
+
+# --- reading what a run wrote ------------------------------------------------------------------------
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects of a JSONL file and the number of lines that were not one (a run killed mid-write)."""
+    if not path.is_file():
+        return [], 0
+    records, bad = [], 0
+    with path.open(encoding="utf-8") as source:
+        for line in source:
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(value, dict):
+                records.append(value)
+            else:
+                bad += 1
+    return records, bad
+
+
+def step_records(metrics: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """metrics.jsonl merged into one record per step (a step may log several lines), in step order."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for record in metrics:
+        step = record.get("step")
+        if isinstance(step, int):
+            by_step.setdefault(step, {}).update(record)
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def latest_groups(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """groups.jsonl with one record per (step, prompt): a resumed run may have scored a step twice; the last counts."""
+    kept: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for record in records:
+        kept[(record.get("step"), record.get("prompt_id"))] = record
+    return sorted(kept.values(), key=lambda r: (r.get("step") or 0, str(r.get("prompt_id"))))
+
+
+_URL_CREDENTIALS = re.compile(r"(\w+://)[^/\s@]+@")
+
+
+def _display(value: Any) -> str:
+    """A config value as text, URL credentials masked."""
+    if isinstance(value, (list, tuple)):
+        text = ", ".join(_display(v) for v in value)
+    elif isinstance(value, dict):
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    elif value is None:
+        text = "–"
+    else:
+        text = str(value)
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
+
+
+def config_summary(config: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(section, [(field, value)]) for the run config's sections; price and alias tables are left out."""
+    sections = []
+    for name in CONFIG_SECTIONS:
+        values = config.get(name)
+        if not isinstance(values, dict):
+            continue
+        rows: list[tuple[str, str]] = []
+        for key, value in values.items():
+            if isinstance(value, dict):
+                rows.extend((f"{key}.{k}", _display(v)) for k, v in value.items())
+            else:
+                rows.append((key, _display(value)))
+        sections.append((name, rows))
+    return sections
+
+
+def cache_summary(path: Path) -> dict[str, Any] | None:
+    """Rows, tokens and cost per role of a result cache, opened read-only (never created or changed); None if absent."""
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT role, usage FROM results").fetchall()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        return {"path": str(path), "error": f"unreadable ({exc})", "roles": {}}
+    roles: dict[str, dict[str, float]] = {}
+    for role, usage_json in rows:
+        try:
+            usage = json.loads(usage_json)
+        except (TypeError, json.JSONDecodeError):
+            usage = {}
+        entry = roles.setdefault(role, {"rows": 0, "tokens": 0, "cost_usd": 0.0})
+        entry["rows"] += 1
+        entry["tokens"] += (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+        entry["cost_usd"] += usage.get("cost_usd") or 0.0
+    return {"path": str(path), "error": None, "roles": roles}
+
+
+def reward_disagrees(rewards: Sequence[float] | None, correct: Sequence[bool] | None) -> bool:
+    """Whether a wrong rollout got a reward at least as high as a right one of the same group (a misranked or tied pair)."""
+    if not rewards or not correct or len(rewards) != len(correct):
+        return False
+    right = [r for r, ok in zip(rewards, correct, strict=True) if ok]
+    wrong = [r for r, ok in zip(rewards, correct, strict=True) if not ok]
+    return bool(right and wrong) and max(wrong) >= min(right)
+
+
+def group_row(record: dict[str, Any], key: int) -> dict[str, Any]:
+    """The light summary of one group the page lists, filters and pages (full records load on demand)."""
+    rewards = record.get("rewards")
+    correct = record.get("correct")
+    question = str(record.get("question") or "")
+    row: dict[str, Any] = {
+        "key": key,
+        "step": record.get("step"),
+        "pid": str(record.get("prompt_id") or ""),
+        "q": question[:QUESTION_SNIPPET] + ("…" if len(question) > QUESTION_SNIPPET else ""),
+        "n": len(record.get("rollouts") or []),
+        "failed": rewards is None,
+        "error": str(record.get("error") or "")[:200],
+    }
+    if rewards:
+        row.update(mean=statistics.fmean(rewards), lo=min(rewards), hi=max(rewards), spread=max(rewards) - min(rewards) > ZERO_SPREAD)
+    if correct is not None:
+        row.update(right=sum(bool(c) for c in correct), disagree=reward_disagrees(rewards, correct))
+    return row
+
+
+def with_advantages(record: dict[str, Any]) -> dict[str, Any]:
+    """The record, with advantages computed (reward - group mean; 0 without spread) when it was written without them."""
+    rewards = record.get("rewards")
+    if record.get("advantages") is None and rewards:
+        mean = statistics.fmean(rewards)
+        flat = max(rewards) - min(rewards) <= ZERO_SPREAD
+        record = {**record, "advantages": [0.0 if flat else r - mean for r in rewards]}
+    return record
+
+
+# --- JSON in pages and scripts --------------------------------------------------------------------------
+
+
+def safe_json(value: Any) -> str:
+    """JSON that cannot end a <script> element or an HTML comment: <, >, & and the JS line separators escaped."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
+    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(raw, escaped)
+    return text
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become None (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def chunk_records(records: list[dict[str, Any]], limit: int) -> list[list[dict[str, Any]]]:
+    """Consecutive records in chunks of about `limit` bytes of JSON each (at least one record per chunk)."""
+    chunks: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for record in records:
+        length = len(safe_json(record))
+        if chunks[-1] and size + length > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(record)
+        size += length
+    return [c for c in chunks if c]
+
+
+# --- charts: inline SVG ------------------------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    """One line of a chart: (x, y) points, an optional (x, low, high) band, a dashed style for reference lines."""
+
+    name: str
+    points: list[tuple[float, float]]
+    band: list[tuple[float, float, float]] = field(default_factory=list)
+    dashed: bool = False
+    color: str | None = None
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """About `count` round tick values covering [low, high]."""
+    if high <= low:
+        return [low]
+    raw = (high - low) / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.ceil(low / step - 1e-9) * step
+    ticks = []
+    value = first
+    while value <= high + step * 1e-9:
+        ticks.append(round(value, 12))
+        value += step
+    return ticks
+
+
+def _tick_text(value: float) -> str:
+    if value == 0:
+        return "0"
+    if abs(value) >= 10000:
+        return f"{value / 1000:g}k"
+    return f"{value:.4g}"
+
+
+def line_chart(
+    series: Sequence[Series],
+    title: str,
+    x_label: str,
+    y_label: str = "",
+    y_range: tuple[float, float] | None = None,
+    width: int = 560,
+    height: int = 260,
+) -> Markup:
+    """An SVG line chart (with bands) and an HTML legend; every label is escaped."""
+    drawn = [s for s in series if s.points or s.band]
+    if not drawn:
+        return Markup('<figure class="chart empty"><figcaption>{}: nothing logged</figcaption></figure>').format(title)
+    xs = [x for s in drawn for x, _ in s.points] + [x for s in drawn for x, _, _ in s.band]
+    ys = [y for s in drawn for _, y in s.points] + [v for s in drawn for _, lo, hi in s.band for v in (lo, hi)]
+    x0, x1 = min(xs), max(xs)
+    if x1 == x0:
+        x0, x1 = x0 - 1, x1 + 1
+    y0, y1 = y_range if y_range is not None else (min(ys), max(ys))
+    if y1 == y0:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+    if y_range is None:
+        pad = (y1 - y0) * 0.06
+        y0, y1 = y0 - pad, y1 + pad
+    left, right, top, bottom = 58, 12, 26, 40
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def px(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * plot_w
+
+    def py(y: float) -> float:
+        return top + (1 - (y - y0) / (y1 - y0)) * plot_h
+
+    esc = html.escape
+    parts = [
+        f'<svg class="chart-svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" aria-label="{esc(title)}">',
+        f'<text class="chart-title" x="{left}" y="16">{esc(title)}</text>',
+    ]
+    for tick in nice_ticks(y0, y1):
+        y = py(tick)
+        parts.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        parts.append(f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{esc(_tick_text(tick))}</text>')
+    whole = all(float(x).is_integer() for x in xs)  # steps, samples: no fractional ticks
+    for tick in nice_ticks(x0, x1, 6):
+        if whole and not float(tick).is_integer():
+            continue
+        x = px(tick)
+        parts.append(f'<text class="tick" x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle">{esc(_tick_text(tick))}</text>')
+    parts.append(f'<rect class="frame" x="{left}" y="{top}" width="{plot_w}" height="{plot_h}"/>')
+    parts.append(f'<text class="axis" x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle">{esc(x_label)}</text>')
+    if y_label:
+        parts.append(
+            f'<text class="axis" transform="translate(14 {top + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle">{esc(y_label)}</text>'
+        )
+    legend = []
+    for index, s in enumerate(drawn):
+        color = s.color or PALETTE[index % len(PALETTE)]
+        if len(s.band) > 1:
+            upper = " ".join(f"{px(x):.1f},{py(hi):.1f}" for x, _, hi in s.band)
+            lower = " ".join(f"{px(x):.1f},{py(lo):.1f}" for x, lo, _ in reversed(s.band))
+            parts.append(f'<polygon class="band" points="{upper} {lower}" fill="{color}"/>')
+        if s.points:
+            dash = ' stroke-dasharray="5 4"' if s.dashed else ""
+            coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in s.points)
+            parts.append(f'<polyline class="line" points="{coords}" stroke="{color}"{dash}/>')
+            if len(s.points) <= 80 and not s.dashed:
+                for x, y in s.points:
+                    parts.append(
+                        f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.6" fill="{color}"><title>{esc(s.name)}: '
+                        f"{esc(_tick_text(x))} → {y:.4g}</title></circle>"
+                    )
+        legend.append(f'<span class="key"><i style="background:{color}"></i>{esc(s.name)}</span>')
+    parts.append("</svg>")
+    return Markup(f'<figure class="chart">{"".join(parts)}<figcaption>{"".join(legend)}</figcaption></figure>')
+
+
+def stacked_bars(steps: Sequence[int], parts: dict[str, Sequence[float]], title: str, width: int = 560, height: int = 260) -> Markup:
+    """An SVG stacked bar per step (e.g. seconds per phase) with an HTML legend."""
+    totals = [sum(values[i] for values in parts.values()) for i in range(len(steps))]
+    if not steps or not any(totals):
+        return Markup('<figure class="chart empty"><figcaption>{}: nothing logged</figcaption></figure>').format(title)
+    left, right, top, bottom = 58, 12, 26, 40
+    plot_w, plot_h = width - left - right, height - top - bottom
+    high = max(totals) * 1.05
+    slot = plot_w / len(steps)
+    esc = html.escape
+    out = [
+        f'<svg class="chart-svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" aria-label="{esc(title)}">',
+        f'<text class="chart-title" x="{left}" y="16">{esc(title)}</text>',
+    ]
+    for tick in nice_ticks(0, high):
+        y = top + (1 - tick / high) * plot_h
+        out.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        out.append(f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{esc(_tick_text(tick))}</text>')
+    label_every = max(1, math.ceil(len(steps) / 12))
+    for i, step in enumerate(steps):
+        base = top + plot_h
+        x = left + i * slot + slot * 0.1
+        for j, (name, values) in enumerate(parts.items()):
+            value = values[i]
+            if value <= 0:
+                continue
+            h = value / high * plot_h
+            base -= h
+            out.append(
+                f'<rect x="{x:.1f}" y="{base:.1f}" width="{max(slot * 0.8, 0.5):.1f}" height="{h:.1f}" fill="{PALETTE[j % len(PALETTE)]}">'
+                f"<title>step {step}: {esc(name)} {value:.2f} s</title></rect>"
+            )
+        if i % label_every == 0:
+            out.append(f'<text class="tick" x="{x + slot * 0.4:.1f}" y="{top + plot_h + 16}" text-anchor="middle">{step}</text>')
+    out.append(f'<rect class="frame" x="{left}" y="{top}" width="{plot_w}" height="{plot_h}"/>')
+    out.append(f'<text class="axis" x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle">step</text>')
+    out.append(f'<text class="axis" transform="translate(14 {top + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle">seconds</text>')
+    out.append("</svg>")
+    legend = "".join(
+        f'<span class="key"><i style="background:{PALETTE[j % len(PALETTE)]}"></i>{esc(n)}</span>' for j, n in enumerate(parts)
+    )
+    return Markup(f'<figure class="chart">{"".join(out)}<figcaption>{legend}</figcaption></figure>')
+
+
+def _points(steps: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
+    return [(s["step"], float(s[key])) for s in steps if isinstance(s.get(key), (int, float)) and math.isfinite(s[key])]
+
+
+def run_charts(steps: list[dict[str, Any]], held_out: Sequence[dict[str, Any]] = ()) -> list[Markup]:
+    """The run page's curves from metrics.jsonl: reward, reward quality, group health, loss, step times; and the held-out
+    accuracy a bench arm measured during the run (curve.jsonl), when there is one."""
+    reward = _points(steps, "reward")
+    std = {s["step"]: s.get("reward_std") for s in steps}
+    band = [(x, y - std[x], y + std[x]) for x, y in reward if isinstance(std.get(x), (int, float))]
+    charts = [
+        line_chart([Series("reward mean (band: ± std)", reward, band)], "Reward per step", "step", "reward"),
+        line_chart(
+            [
+                Series("pairwise accuracy", _points(steps, "quality/pairwise_acc")),
+                Series("ROC-AUC", _points(steps, "quality/auc")),
+                Series("rollouts correct", _points(steps, "quality/student_correct_rate")),
+                Series("teacher answers correct", _points(steps, "quality/teacher_correct_rate")),
+            ],
+            "Reward quality (needs reference answers)",
+            "step",
+            "rate",
+            y_range=(0.0, 1.0),
+        ),
+        line_chart(
+            [
+                Series("groups without spread", _points(steps, "train/zero_variance_group_rate")),
+                Series("failed groups", _points(steps, "rubric/group_failure_rate")),
+                Series("update skipped (no signal)", _points(steps, "train/skipped_update")),
+            ],
+            "Groups without learning signal",
+            "step",
+            "share",
+            y_range=(0.0, 1.0),
+        ),
+        line_chart([Series("loss", _points(steps, "loss")), Series("grad norm", _points(steps, "grad_norm"))], "Loss", "step"),
+    ]
+    timed = [s for s in steps if any(k in s for k in TIME_PARTS)]
+    parts = {key.removeprefix("time/"): [float(s.get(key) or 0.0) for s in timed] for key in TIME_PARTS if any(key in s for s in timed)}
+    charts.append(stacked_bars([s["step"] for s in timed], parts, "Step time by phase"))
+    if held_out:
+        accuracy = [(p["step"], p["accuracy"]) for p in held_out if isinstance(p.get("step"), int) and isinstance(p.get("accuracy"), float)]
+        charts.append(line_chart([Series("held-out accuracy", accuracy)], "Held-out accuracy (bench evaluation)", "step", "accuracy"))
+    return charts
+
+
+# --- pages -----------------------------------------------------------------------------------------
+
+
+def environment() -> Environment:
+    """Jinja environment over the report templates, autoescaping everything."""
+    env = Environment(loader=FileSystemLoader(REPORT_DIR), autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _num
+    env.filters["pct"] = _pct
+    return env
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None or isinstance(value, Undefined) else f"{100 * value:.1f}%"
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    """A number for a table cell: thousands separated, `digits` decimals for floats, a dash when missing (old files)."""
+    if value is None or isinstance(value, Undefined):
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}" if abs(value) < 1e6 else f"{value:,.0f}"
+    return str(value)
+
+
+def _assets() -> dict[str, Markup]:
+    """The page's own CSS and JS, inlined (trusted files of this package, not data)."""
+    return {"css": Markup((REPORT_DIR / "report.css").read_text()), "js": Markup((REPORT_DIR / "report.js").read_text())}
+
+
+def build_run_report(run_dir: Path, out: Path, title: str | None = None, back: str | None = None) -> Path:
+    """Write the run page (and its data files) into `out`; return index.html."""
+    started = time.perf_counter()
+    metrics, bad_metrics = read_jsonl(run_dir / "metrics.jsonl")
+    steps = [_finite(s) for s in step_records(metrics)]
+    groups_file = run_dir / "groups.jsonl"
+    raw_groups, bad_groups = read_jsonl(groups_file)
+    groups = [with_advantages(_finite(g)) for g in latest_groups(raw_groups)]
+    config: dict[str, Any] = {}
+    if (run_dir / "config.yaml").is_file():
+        try:
+            loaded = yaml.safe_load((run_dir / "config.yaml").read_text())
+            config = loaded if isinstance(loaded, dict) else {}
+        except yaml.YAMLError as exc:
+            raise InspectError(f"{run_dir / 'config.yaml'}: not valid YAML: {exc}") from None
+    usage: dict[str, Any] = {}
+    if (run_dir / "usage.json").is_file():
+        try:
+            usage = json.loads((run_dir / "usage.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise InspectError(f"{run_dir / 'usage.json'}: not valid JSON: {exc}") from None
+    cache_path = Path(str((config.get("output") or {}).get("cache") or run_dir / "cache.sqlite"))
+    if not cache_path.is_absolute() and not cache_path.is_file():
+        cache_path = run_dir / cache_path.name
+
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = out / "data"
+    for old in data_dir.glob("groups-*.js") if data_dir.is_dir() else []:
+        old.unlink()  # a rebuilt report must not mix in chunks of an earlier one
+    rows = [group_row(g, i) for i, g in enumerate(groups)]
+    details_size = sum(len(safe_json(g)) for g in groups)
+    chunks = chunk_records(groups, CHUNK_BYTES) if details_size > INLINE_DETAIL_BYTES else [groups]
+    position = 0
+    for number, chunk in enumerate(chunks):
+        for offset in range(len(chunk)):
+            rows[position + offset].update(chunk=number, at=offset)
+        position += len(chunk)
+    inline = details_size <= INLINE_DETAIL_BYTES
+    if not inline:
+        data_dir.mkdir(exist_ok=True)
+        for number, chunk in enumerate(chunks):
+            (data_dir / f"groups-{number:04d}.js").write_text(f"window.ropdReceive({number},{safe_json(chunk)});\n", encoding="utf-8")
+
+    last = steps[-1] if steps else {}
+    scored = [g for g in groups if g.get("rewards") is not None]
+    labelled = [g for g in groups if g.get("correct") is not None]
+    stats = {
+        "steps": len([s for s in steps if "reward" in s or "loss" in s]),
+        "groups": len(groups),
+        "failed": len(groups) - len(scored),
+        "no_spread": sum(not r.get("spread", False) for r in rows if not r["failed"]),
+        "disagree": sum(bool(r.get("disagree")) for r in rows),
+        "labelled": len(labelled),
+        "rollouts": sum(r["n"] for r in rows),
+        "runtime": last.get("train_runtime"),
+    }
+    group_times = {
+        key.removeprefix("time/"): statistics.fmean(vals) for key in GROUP_TIMES if (vals := [s[key] for s in steps if key in s])
+    }
+    page_data = {
+        "rows": rows,
+        "chunks": len(chunks),
+        "inline": inline,
+        "steps": sorted({r["step"] for r in rows if r["step"] is not None}),
+    }
+    notes = []
+    if bad_metrics or bad_groups:
+        notes.append(f"skipped unreadable lines: {bad_metrics} in metrics.jsonl, {bad_groups} in groups.jsonl (a run stopped mid-write?)")
+    page = (
+        environment()
+        .get_template("run.html.jinja")
+        .render(
+            title=title or f"ropd run: {run_dir.name}",
+            run_dir=str(run_dir),
+            back=back,
+            generated=time.strftime("%Y-%m-%d %H:%M:%S"),
+            method=(config.get("method") or {}).get("name"),
+            sections=config_summary(config),
+            usage=usage,
+            cache=cache_summary(cache_path),
+            stats=stats,
+            group_times=group_times,
+            charts=run_charts(steps, read_jsonl(run_dir / "curve.jsonl")[0]),
+            has_groups=groups_file.is_file(),
+            notes=notes,
+            groups_json=Markup(safe_json(page_data)),
+            details_json=Markup(safe_json(groups)) if inline else None,
+            page_size=50,
+            **_assets(),
+        )
+    )
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    _log_built(index, started)
+    return index
+
+
+def _log_built(index: Path, started: float) -> None:
+    size = sum(p.stat().st_size for p in index.parent.rglob("*") if p.is_file() and p.suffix in (".html", ".js"))
+    from rich.console import Console
+
+    message = f"report: {index} ({size / 1e6:.2f} MB, {time.perf_counter() - started:.1f} s)"
+    Console(stderr=True).print(message, highlight=False, soft_wrap=True)
+
+
+def _arm_curves(arms: list[dict[str, Any]], field_name: str) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Per method: (x, mean, min, max) held-out accuracy over seeds at each point all its seeds share."""
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for arm in arms:
+        by_method.setdefault(arm["method"], []).append(arm)
+    curves = {}
+    for method, group in by_method.items():
+        shared = sorted(set.intersection(*({p["samples"] for p in a["curve"]} for a in group)))
+        rows = []
+        for samples in shared:
+            points = [next(p for p in a["curve"] if p["samples"] == samples) for a in group]
+            accuracies = [p["accuracy"] for p in points]
+            x = samples if field_name == "samples" else statistics.fmean(p.get(field_name, 0) for p in points)
+            rows.append((x, statistics.fmean(accuracies), min(accuracies), max(accuracies)))
+        curves[method] = rows
+    return curves
+
+
+def bench_charts(results: dict[str, Any]) -> list[Markup]:
+    """Held-out accuracy vs training samples and vs teacher tokens: mean over seeds with a min-max band."""
+    charts = []
+    for field_name, x_label in (("samples", "training samples (student rollouts)"), ("teacher_tokens", "teacher tokens")):
+        series = []
+        curves = _arm_curves(results.get("arms") or [], field_name)
+        for index, (method, rows) in enumerate(curves.items()):
+            seeds = sum(a["method"] == method for a in results["arms"])
+            series.append(
+                Series(
+                    f"{METHOD_LABELS.get(method, method)} ({seeds} seed{'s' * (seeds > 1)})",
+                    [(x, m) for x, m, _, _ in rows],
+                    [(x, lo, hi) for x, _, lo, hi in rows] if seeds > 1 else [],
+                    color=PALETTE[index % len(PALETTE)],
+                )
+            )
+        xs = [x for s in series for x, _ in s.points]
+        if xs:
+            for name, key, color in (("step 0 (floor)", "step0_accuracy", "#999999"), ("teacher (ceiling)", "teacher_accuracy", "#222222")):
+                if results.get(key) is not None:
+                    series.append(Series(name, [(min(xs), results[key]), (max(xs), results[key])], dashed=True, color=color))
+        top = max([y for s in series for _, y in s.points] + [hi for s in series for _, _, hi in s.band], default=1.0)
+        y_range = (0.0, min(1.0, round(top * 1.1 + 0.05, 1)))
+        charts.append(line_chart(series, f"Held-out accuracy vs {x_label}", x_label, "accuracy", y_range=y_range))
+    return charts
+
+
+def build_bench_report(bench_dir: Path, out: Path) -> Path:
+    """Write the bench page, and the run page of every arm whose folder was kept, into `out`; return index.html."""
+    started = time.perf_counter()
+    try:
+        results = _finite(json.loads((bench_dir / "results.json").read_text()))
+    except json.JSONDecodeError as exc:
+        raise InspectError(f"{bench_dir / 'results.json'}: not valid JSON: {exc}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    arms = []
+    samples = sorted({p["samples"] for a in results.get("arms") or [] for p in a.get("curve") or []})
+    for arm in results.get("arms") or []:
+        name = f"{arm['method']}-seed{arm['seed']}"
+        folder = bench_dir / "arms" / name
+        row = {**arm, "name": name, "link": None, "note": "", "by_samples": {p["samples"]: p["accuracy"] for p in arm.get("curve") or []}}
+        if folder.is_dir() and is_run_dir(folder):
+            build_run_report(folder, out / "arms" / name, title=f"ropd bench arm: {name}", back="../../index.html")
+            row["link"] = f"arms/{name}/index.html"
+            if not (folder / "groups.jsonl").is_file():
+                row["note"] = "no per-group records"
+        else:
+            row["note"] = "no per-group records (run folder not kept)"
+        arms.append(row)
+    page = (
+        environment()
+        .get_template("bench.html.jinja")
+        .render(
+            title=f"ropd bench: {bench_dir.name}",
+            bench_dir=str(bench_dir),
+            generated=time.strftime("%Y-%m-%d %H:%M:%S"),
+            results=results,
+            labels=METHOD_LABELS,
+            charts=bench_charts(results),
+            arms=arms,
+            samples=samples,
+            **_assets(),
+        )
+    )
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    _log_built(index, started)
+    return index
