@@ -219,12 +219,14 @@ def test_bench_page_from_the_committed_cpu_bench(tmp_path):
 def test_bench_page_links_each_kept_arm_to_its_run_report(tmp_path):
     bench = tmp_path / "bench"
     shutil.copytree(BENCH_CPU, bench, ignore=shutil.ignore_patterns("*.png", "ropd-seed0-*"))
-    make_run(bench / "arms" / "ropd-seed1", known_groups(), steps=2)
+    arm = make_run(bench / "arms" / "ropd-seed1", known_groups(), steps=2)
+    (arm / "curve.jsonl").write_text("".join(json.dumps({"step": k, "samples": 16 * k, "accuracy": 0.1 * k}) + "\n" for k in (1, 2)))
     make_run(bench / "arms" / "opd-seed1", [], steps=2).joinpath("groups.jsonl").unlink()
     page = build_report(bench, tmp_path / "out").read_text()
     assert 'href="arms/ropd-seed1/index.html"' in page and 'href="arms/opd-seed1/index.html"' in page
     arm_page = (tmp_path / "out" / "arms" / "ropd-seed1" / "index.html").read_text()
     assert 'href="../../index.html"' in arm_page and len(page_data(tmp_path / "out" / "arms" / "ropd-seed1" / "index.html")["rows"]) == 6
+    assert "Held-out accuracy (bench evaluation)" in arm_page and arm_page.count("<svg") == 6
     assert page.count("no per-group records (run folder not kept)") == 10 and page.count("no per-group records<") == 1
 
 
