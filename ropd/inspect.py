@@ -68,7 +68,48 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
 
 
 def is_bench_dir(path: Path) -> bool:
-    return (path / "results.json").is_file()
+    """A bench's output_dir: results.json, or (a bench still running or stopped early) bench.yaml and arms/."""
+    return (path / "results.json").is_file() or ((path / "bench.yaml").is_file() and (path / "arms").is_dir())
+
+
+def partial_bench_results(bench_dir: Path) -> dict[str, Any]:
+    """What a bench without results.json has so far: its settings (bench.yaml) and each arm's result (arm.json) or,
+    for an arm still training, its held-out points (curve.jsonl)."""
+    try:
+        bench = yaml.safe_load((bench_dir / "bench.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InspectError(f"{bench_dir / 'bench.yaml'}: cannot be read: {exc}") from None
+    base = bench.get("base") or {}
+    training = base.get("training") or {}
+    arms = []
+    for folder in sorted((bench_dir / "arms").iterdir()):
+        method, _, seed = folder.name.rpartition("-seed")
+        if not folder.is_dir() or not method or not seed.isdigit():
+            continue
+        if (folder / "arm.json").is_file():
+            arms.append(json.loads((folder / "arm.json").read_text()))
+        else:
+            curve = read_jsonl(folder / "curve.jsonl")[0]
+            arms.append({"method": method, "seed": int(seed), "curve": curve, "unfinished": True})
+    return {
+        "headline": {"ratio": None, "status": "not computed", "note": "results.json is not written yet (the bench is running or stopped)"},
+        "complete": False,
+        "student": (base.get("student") or {}).get("model"),
+        "teacher": (base.get("teacher") or {}).get("model"),
+        "judge": bench.get("judge"),
+        "train_dataset": (base.get("data") or {}).get("dataset"),
+        "eval": bench.get("eval") or {},
+        "budget": {
+            "prompts_per_step": training.get("prompts_per_step"),
+            "num_generations": training.get("num_generations"),
+            "max_steps": training.get("max_steps"),
+            "learning_rate": training.get("learning_rate"),
+            "eval_every": bench.get("eval_every"),
+            "seeds": bench.get("seeds") or [],
+        },
+        "methods": {},
+        "arms": arms,
+    }
 
 
 def is_run_dir(path: Path) -> bool:
@@ -641,10 +682,13 @@ def bench_charts(results: dict[str, Any]) -> list[Markup]:
 def build_bench_report(bench_dir: Path, out: Path) -> Path:
     """Write the bench page, and the run page of every arm whose folder was kept, into `out`; return index.html."""
     started = time.perf_counter()
-    try:
-        results = _finite(json.loads((bench_dir / "results.json").read_text()))
-    except json.JSONDecodeError as exc:
-        raise InspectError(f"{bench_dir / 'results.json'}: not valid JSON: {exc}") from None
+    if (bench_dir / "results.json").is_file():
+        try:
+            results = _finite(json.loads((bench_dir / "results.json").read_text()))
+        except json.JSONDecodeError as exc:
+            raise InspectError(f"{bench_dir / 'results.json'}: not valid JSON: {exc}") from None
+    else:
+        results = _finite(partial_bench_results(bench_dir))
     out.mkdir(parents=True, exist_ok=True)
     arms = []
     samples = sorted({p["samples"] for a in results.get("arms") or [] for p in a.get("curve") or []})
@@ -652,11 +696,14 @@ def build_bench_report(bench_dir: Path, out: Path) -> Path:
         name = f"{arm['method']}-seed{arm['seed']}"
         folder = bench_dir / "arms" / name
         row = {**arm, "name": name, "link": None, "note": "", "by_samples": {p["samples"]: p["accuracy"] for p in arm.get("curve") or []}}
+        row["minutes"] = arm["wall_seconds"] / 60 if isinstance(arm.get("wall_seconds"), (int, float)) else None
         if folder.is_dir() and is_run_dir(folder):
             build_run_report(folder, out / "arms" / name, title=f"ropd bench arm: {name}", back="../../index.html")
             row["link"] = f"arms/{name}/index.html"
             if not (folder / "groups.jsonl").is_file():
                 row["note"] = "no per-group records"
+            if arm.get("unfinished"):
+                row["note"] = ("unfinished; " + row["note"]).rstrip("; ")
         else:
             row["note"] = "no per-group records (run folder not kept)"
         arms.append(row)

@@ -230,6 +230,23 @@ def test_bench_page_links_each_kept_arm_to_its_run_report(tmp_path):
     assert page.count("no per-group records (run folder not kept)") == 10 and page.count("no per-group records<") == 1
 
 
+def test_a_bench_still_running_gets_a_page_from_its_arms(tmp_path):
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    shutil.copy(BENCH_CPU / "bench.yaml", bench / "bench.yaml")
+    finished = json.loads((BENCH_CPU / "results.json").read_text())["arms"][0]  # opd seed 0
+    (bench / "arms" / "opd-seed0").mkdir(parents=True)
+    (bench / "arms" / "opd-seed0" / "arm.json").write_text(json.dumps(finished))
+    running = make_run(bench / "arms" / "ropd-seed0", known_groups(), steps=2)
+    (running / "curve.jsonl").write_text(json.dumps({"step": 1, "samples": 16, "accuracy": 0.125}) + "\n")
+    page = build_report(bench, tmp_path / "out").read_text()
+    assert "results.json is not written yet" in page and "smollm2-135m" in page
+    seeds = re.search(r'id="seed-table">(.*?)</table>', page, re.DOTALL).group(1)
+    assert seeds.count("<tr>") == 3 and "35.0%" in seeds and "12.5%" in seeds
+    assert 'href="arms/ropd-seed0/index.html"' in page and "unfinished" in page
+    assert (tmp_path / "out" / "arms" / "ropd-seed0" / "index.html").is_file()
+
+
 def test_cli_inspect(tmp_path):
     run = make_run(tmp_path / "run", known_groups(), steps=2)
     done = subprocess.run(
