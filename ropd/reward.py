@@ -8,7 +8,11 @@ rollouts (or reused, per `judge.rubric_refresh`) -> one batched judge call over 
 teacher answers, when `judge.score_teacher_answers` is on, in call(s) of their own) -> the code
 checks and reward = sum(points of met criteria) / sum(points), both by
 ropd.scoring.score_verdicts, the path `ropd judge` and judge-eval use too. Groups are scored
-concurrently. A group whose teacher answers, rubric or verdicts failed after all retries gets None
+concurrently. On several processes (accelerate, DDP) a call first gathers every process's rollouts, so each prompt
+group is scored whole, once, by one process, and every process gets every group's outcome back (`Processes`): TRL
+may split a group's rollouts across processes, but no rubric or verdict ever sees part of a group, every process
+returns the same rewards for the same rollouts, and rubrics induced on one process are reused on all. A group whose
+teacher answers, rubric or verdicts failed after all retries gets None
 for every rollout (TRL skips it), never a silent 0. When the prompts carry reference answers, each
 call also logs how well the rewards separate correct from incorrect answers (quality/*); the
 references never touch the rewards. With `groups_log` set (training sets <output dir>/groups.jsonl), every
@@ -52,6 +56,41 @@ DECISION_METRICS = {
 }
 
 log = logging.getLogger(__name__)
+
+
+class Processes(Protocol):
+    """The training processes one reward call spans: this process's index, their count, and an all-gather."""
+
+    index: int
+    count: int
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every process's `value` (picklable), in process order; every process must call it, in the same order."""
+        ...
+
+
+class AccelerateProcesses:
+    """The processes of the current accelerate launch (just this one without it), gathered through torch.distributed."""
+
+    def __init__(self) -> None:
+        from accelerate import PartialState
+
+        self._state = PartialState()
+        self.index: int = self._state.process_index
+        self.count: int = self._state.num_processes
+
+    def gather(self, value: Any) -> list[Any]:
+        if self.count == 1:
+            return [value]
+        from accelerate.utils import gather_object
+
+        device = self._state.device
+        if device.type == "cuda":  # TRL runs async rewards on a thread of their own, whose current GPU is not set
+            import torch
+
+            with torch.cuda.device(device):
+                return gather_object([value])
+        return gather_object([value])
 
 
 class TeacherAnswers(Protocol):
@@ -127,6 +166,7 @@ class RubricReward:
         rubric_client: LLMClient,
         judge_client: LLMClient,
         prompts: dict[str, PromptRow] | Iterable[PromptRow],
+        processes: Processes | None = None,
         groups_log: Path | None = None,
     ):
         self.config = config
@@ -144,6 +184,15 @@ class RubricReward:
         self.last_failure: GroupScore | None = None
         self._calls = 0
         self._usage_seen: dict[str, Usage] = {}
+        self._processes = processes
+        self._usage_total: dict[str, Usage] | None = None  # usage summed over every process, as of the last call
+
+    @property
+    def processes(self) -> Processes:
+        """The processes this reward's calls span (accelerate's, made on first use, unless given)."""
+        if self._processes is None:
+            self._processes = AccelerateProcesses()
+        return self._processes
 
     async def __call__(
         self,
@@ -157,26 +206,31 @@ class RubricReward:
     ) -> list[float | None]:
         step = trainer_state.global_step if trainer_state is not None else self._calls
         self._calls += 1
-        if not completions:
+        processes = self.processes
+        if not completions and processes.count == 1:
             return []
         ids = [str(i) for i in columns["id"]] if columns.get("id") is not None else [prompt_id(p) for p in prompts]
         texts = [completion_text(c) for c in completions]
-        groups = group_indices(ids)
-        runs = await asyncio.gather(
+        references = columns.get("answer") or [None] * len(texts)
+        # Every process's rollouts, in TRL's process order (how it gathers rewards), so no group is seen in part.
+        parts = processes.gather(list(zip(ids, prompts, texts, references, strict=True)))
+        offset, count = sum(len(part) for part in parts[: processes.index]), len(texts)
+        batch = [item for part in parts for item in part]
+        every_text = [item[2] for item in batch]
+        groups = list(group_indices([item[0] for item in batch]).items())
+        mine = groups[processes.index :: processes.count]  # each group is scored once, by one process
+        scored = await asyncio.gather(
             *(
-                self.score_group(self._row(pid, prompts[indices[0]]), [texts[i] for i in indices], step, indices)
-                for pid, indices in groups.items()
+                self.score_group(self._row(pid, batch[indices[0]][1]), [every_text[i] for i in indices], step, indices)
+                for pid, indices in mine
             )
         )
-        rewards: list[float | None] = [None] * len(completions)
-        for run in runs:
-            for index, value in zip(run.indices, run.score.rewards or [None] * len(run.indices), strict=True):
-                rewards[index] = value
-        self.last_runs = list(runs)
+        for run in scored:
+            self._check_against_reference(run, [every_text[i] for i in run.indices], batch[run.indices[0]][3])
+        runs = self._share(list(scored), step)
+        rewards: list[float | None] = _mine(runs, lambda run: run.score.rewards, offset, count)
+        self.last_runs = runs
         self.last_group_scores = [run.score for run in runs]
-        references = columns.get("answer")
-        for run in runs:
-            self._check_against_reference(run, [texts[i] for i in run.indices], references[run.indices[0]] if references else None)
         self._tally(runs)
         if self.groups_log is not None:
             self._log_groups(runs, step + 1 if trainer_state is not None else self._calls)  # the step metrics.jsonl logs
@@ -184,12 +238,29 @@ class RubricReward:
             for name, value in self.metrics(runs).items():
                 log_metric(name, value)
         if log_extra is not None:
-            evidence: list[str | None] = [None] * len(completions)
-            for run in runs:
-                for index, text in zip(run.indices, run.final_answers or [None] * len(run.indices), strict=True):
-                    evidence[index] = text
-            log_extra("judge_final_answer", evidence)
+            log_extra("judge_final_answer", _mine(runs, lambda run: run.final_answers, offset, count))
         return rewards
+
+    def _share(self, scored: list[GroupRun], step: int) -> list[GroupRun]:
+        """Every process's scored groups, in batch order, on every process; the rubrics induced this step enter every
+        process's store (so reuse does not depend on which process scores a group), and usage is summed over processes."""
+        induced = {
+            run.score.prompt_id: rubric
+            for run in scored
+            if run.failed_phase in (None, "judge") and not run.rubric_reused and (rubric := self.store.get(run.score.prompt_id, step))
+        }
+        usage = {role: u.model_copy() for role, u in self._local_usage().items()}
+        parts = self.processes.gather((scored, induced, usage))
+        if len(parts) == 1:
+            return scored
+        total: dict[str, Usage] = {}
+        for _, rubrics, used in parts:
+            for pid, rubric in rubrics.items():
+                self.store.put(pid, step, rubric)
+            for role, u in used.items():
+                total.setdefault(role, Usage()).add(u)
+        self._usage_total = total
+        return sorted((run for runs, _, _ in parts for run in runs), key=lambda run: run.indices[0])
 
     def _log_groups(self, runs: list[GroupRun], step: int) -> None:
         """Append one JSON line per group to `groups_log`, in one write."""
@@ -334,12 +405,29 @@ class RubricReward:
         return out
 
     def usage_by_role(self) -> dict[str, Usage]:
-        """Usage accumulated so far by the teacher (when it reports any), the rubricator and the judge."""
+        """Usage accumulated so far by the teacher (when it reports any), the rubricator and the judge; on several
+        processes, summed over all of them as of the last call."""
+        if self._usage_total is not None:
+            return {role: u.model_copy() for role, u in self._usage_total.items()}
+        return self._local_usage()
+
+    def _local_usage(self) -> dict[str, Usage]:
+        """This process's clients' usage (live objects)."""
         usages = {"rubricator": self.rubric_client.usage, "judge": self.judge_client.usage}
         teacher_usage = getattr(self.teacher, "usage", None)
         if isinstance(teacher_usage, Usage):
             usages = {"teacher": teacher_usage, **usages}
         return usages
+
+
+def _mine(runs: list[GroupRun], values: Any, offset: int, count: int) -> list[Any]:
+    """Per rollout of this process (batch positions offset .. offset + count - 1): the value `values(run)` gives it."""
+    out: list[Any] = [None] * count
+    for run in runs:
+        for index, value in zip(run.indices, values(run) or [None] * len(run.indices), strict=True):
+            if offset <= index < offset + count:
+                out[index - offset] = value
+    return out
 
 
 def quality_metrics(runs: list[GroupRun]) -> dict[str, float]:

@@ -1,0 +1,73 @@
+"""One process of a two-process `ropd train` whose prompt groups TRL splits across the processes (run by accelerate).
+
+    CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes 2 tests/distributed_groups.py --base-url URL --out DIR
+
+Each optimizer step samples one prompt x 4 rollouts, and each process gets 2 of them: per-device batches of 2 with
+one micro-batch per step (gradient accumulation forced to 1 here; `ropd train`'s own settings keep groups whole).
+Every call of the rubric reward is recorded to DIR/rank<N>.json: the rewards this process returned for its rollouts
+and every group's rewards as this process saw them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import trl
+
+import ropd.training as training
+from ropd.config import load_config
+from ropd.reward import RubricReward
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    out = Path(args.out)
+    calls: list[dict] = []
+    score = RubricReward.__call__
+
+    async def recorded(self, *a, **kw):
+        rewards = await score(self, *a, **kw)
+        calls.append(
+            {
+                "local": rewards,
+                "groups": [{"prompt_id": g.prompt_id, "rewards": g.rewards} for g in self.last_group_scores],
+                "indices": [run.indices for run in self.last_runs],
+            }
+        )
+        return rewards
+
+    RubricReward.__call__ = recorded  # type: ignore[method-assign]
+    # One micro-batch per optimizer step, so each process's generation batch is its 2 rollouts: half a group.
+    training.GRPOConfig = lambda **kw: trl.GRPOConfig(**{**kw, "gradient_accumulation_steps": 1})  # type: ignore[misc]
+    config = load_config(
+        overrides={
+            "teacher.model": "scripted",
+            "teacher.base_url": args.base_url,
+            "teacher.num_answers": 2,
+            "teacher.max_retries": 1,
+            "judge.max_retries": 1,
+            "student.model": "tiny-random",
+            "data.dataset": "reasoning-gym:gsm_symbolic?size=4&seed=0",
+            "training.max_steps": 2,
+            "training.prompts_per_step": 1,
+            "training.num_generations": 4,
+            "training.per_device_train_batch_size": 2,
+            "training.max_completion_length": 8,
+            "training.learning_rate": 1e-3,
+            "training.save_steps": 100,
+            "output.dir": str(out / "run"),
+        }
+    )
+    training.train(config)
+    from accelerate import PartialState
+
+    (out / f"rank{PartialState().process_index}.json").write_text(json.dumps(calls))
+
+
+if __name__ == "__main__":
+    main()

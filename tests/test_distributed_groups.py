@@ -1,0 +1,156 @@
+"""Whole prompt groups on several processes: a group TRL splits across processes is scored once, whole, by one
+process, and every process gets the same rewards back.
+
+Two ways: threads standing in for processes (an all-gather over a barrier), which shows the regrouping in detail and
+runs in seconds; and a real two-process `accelerate launch` of `ropd train` on the CPU (gloo) whose groups are split
+in two. `accelerate launch --cpu --num_processes 2` starts processes through mpirun, absent here (it then starts one);
+`--multi_gpu` starts them through torchrun, and with no GPU visible the trainer's Accelerator runs them on the CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from judge_scripts import blocks, contains_rule, is_judge_request, judge_reply, rubric_json, scripted_client, user_text
+from scripted_pipeline import Scripted
+from scripted_server import ScriptedServer
+
+from ropd.config import RunConfig
+from ropd.reward import RubricReward
+from ropd.teacher import TeacherPool
+from ropd.types import PromptRow
+
+pytestmark = pytest.mark.timeout(300)
+
+REPO = Path(__file__).resolve().parent.parent
+CRITERIA = [("mentions 42", 5), ("mentions because", 2), ("mentions **", 1), ("mentions sure", 2)]
+PROMPTS = {p: PromptRow.model_validate({"id": p, "prompt": [{"role": "user", "content": f"Question {p}: 6*7?"}]}) for p in ("a", "b", "c")}
+ROLLOUTS = {"a": ["It is 42 because **", "41"], "b": ["sure, 42", "no idea"], "c": ["42", "sure because"]}
+
+
+class ThreadProcesses:
+    """`count` threads acting as processes: gather is an all-gather over a barrier, in index order."""
+
+    def __init__(self, index: int, shared: dict):
+        self.index, self.count, self.shared = index, shared["count"], shared
+
+    def gather(self, value):
+        self.shared["slots"][self.index] = value
+        self.shared["barrier"].wait()
+        out = list(self.shared["slots"])
+        self.shared["barrier"].wait()
+        return out
+
+
+def respond(body):
+    text = user_text(body)
+    if is_judge_request(body):
+        return judge_reply(body, contains_rule)
+    if "<<<BEGIN REFERENCE" in text:
+        return rubric_json(CRITERIA)
+    return "sure: it is 42 because 6*7=42. **42**"
+
+
+def test_a_group_split_across_processes_is_scored_once_whole_and_every_process_gets_the_same_rewards():
+    # The batch TRL would gather: a a b | b c c. Process 0 holds half of b's group, process 1 the other half.
+    ids = ["a", "a", "b", "b", "c", "c"]
+    texts = [t for p in ("a", "b", "c") for t in ROLLOUTS[p]]
+    local = [(ids[:3], texts[:3]), (ids[3:], texts[3:])]
+    shared = {"count": 2, "barrier": threading.Barrier(2, timeout=60), "slots": [None, None]}
+    results: dict[int, tuple] = {}
+    config = RunConfig.model_validate({"training": {"num_generations": 2}, "judge": {"rubric_refresh": "prompt"}})
+    with ScriptedServer(respond) as server:
+        rewards = [
+            RubricReward(
+                config,
+                TeacherPool(scripted_client(server, "teacher"), num_answers=1),
+                scripted_client(server, "rubricator"),
+                scripted_client(server, "judge"),
+                PROMPTS,
+                processes=ThreadProcesses(rank, shared),
+            )
+            for rank in range(2)
+        ]
+
+        def run(rank: int, step: int) -> None:
+            metrics: dict[str, float] = {}
+            part_ids, part_texts = local[rank]
+            prompts = [[m.model_dump() for m in PROMPTS[i].prompt] for i in part_ids]
+            state = SimpleNamespace(global_step=step)
+            out = asyncio.run(
+                rewards[rank](prompts=prompts, completions=part_texts, id=part_ids, trainer_state=state, log_metric=metrics.__setitem__)
+            )
+            results[rank] = (out, metrics)
+
+        def both(step: int) -> None:
+            threads = [threading.Thread(target=run, args=(rank, step), daemon=True) for rank in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert set(results) == {0, 1}
+
+        both(0)
+        rubric_calls = [b for b in server.requests if "<<<BEGIN REFERENCE" in user_text(b)]
+        judge_calls = [b for b in server.requests if is_judge_request(b)]
+        # One rubric and one judge call per group, each holding the whole group: b's two halves were joined.
+        assert len(rubric_calls) == 3 and len(judge_calls) == 3
+        assert sorted(sorted(blocks(user_text(b), "ANSWER").values()) for b in judge_calls) == sorted(sorted(r) for r in ROLLOUTS.values())
+        (out0, metrics0), (out1, metrics1) = results[0], results[1]
+        expected = [0.8, 0.0, 0.7, 0.0, 0.5, 0.4]  # points of met criteria / 10, per rollout in batch order
+        assert out0 + out1 == pytest.approx(expected)
+        assert [s.model_dump() for s in rewards[0].last_group_scores] == [s.model_dump() for s in rewards[1].last_group_scores]
+        assert metrics0 == metrics1 and metrics0["rubric/partial_group_rate"] == 0.0
+        assert metrics0["rubricator/requests"] == 3 and metrics0["judge/requests"] == 3  # usage summed over the processes
+        assert rewards[0].usage_by_role() == rewards[1].usage_by_role()
+        assert rewards[0].groups_scored == rewards[1].groups_scored == 3
+
+        # Rubrics induced on either process are reused on both (rubric_refresh: prompt), whoever scores the group next.
+        results.clear()
+        local.reverse()  # now process 0 holds b c c and process 1 a a b
+        both(1)
+        assert len([b for b in server.requests if "<<<BEGIN REFERENCE" in user_text(b)]) == 3
+        assert results[0][1]["rubric/reuse_rate"] == 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_under_accelerate_score_each_split_group_once(tmp_path):
+    scripted = Scripted()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env["CUDA_VISIBLE_DEVICES"] = ""  # two CPU processes (gloo), also on a machine with GPUs
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests"), env.get("PYTHONPATH")]))
+    with ScriptedServer(scripted) as server:
+        command = [
+            *(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"),
+            *("--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())),
+            *(str(REPO / "tests" / "distributed_groups.py"), "--base-url", server.base_url, "--out", str(tmp_path)),
+        ]
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # Two steps of one prompt x 4 rollouts, each process holding 2 of them: one rubric and one judge call per group.
+    assert [len(calls) for calls in ranks] == [2, 2]
+    assert len(scripted.answered["rubric"]) == 2 and len(scripted.answered["judge"]) == 2
+    assert [len(blocks(user_text(b), "ANSWER")) for b in scripted.answered["judge"]] == [4, 4]
+    for call0, call1 in zip(*ranks, strict=True):
+        assert len(call0["local"]) == len(call1["local"]) == 2  # the group was split in two
+        assert call0["groups"] == call1["groups"] and len(call0["groups"]) == 1 and call0["indices"] == [[0, 1, 2, 3]]
+        assert call0["local"] + call1["local"] == call0["groups"][0]["rewards"]  # each process got its own rollouts' rewards
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in metrics if "rubric/partial_group_rate" in m]
+    assert len(steps) == 2 and all(m["rubric/partial_group_rate"] == 0.0 for m in steps)
