@@ -80,6 +80,11 @@ class TeacherConfig(EndpointConfig):
         default=4, ge=1, description="Teacher answers fetched per prompt (k).", json_schema_extra=_flag("num-teacher-answers")
     )
     offline_only: bool = Field(default=False, description="Refuse to fetch teacher answers missing from the cache at train time.")
+    tokenizer: str | None = Field(
+        default=None,
+        description="opd/sod with a served teacher (base_url set): the teacher's tokenizer (alias, path or Hub id) for the "
+        "same-vocabulary check; unset: the teacher model's own name, which must then resolve to local files.",
+    )
     use_truncated: bool = Field(
         default=False,
         description="Use teacher answers the server cut off at max_tokens (finish reason 'length') as reference answers and "

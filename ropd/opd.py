@@ -24,11 +24,13 @@ could not share it, and opd runs would log no reward to compare with ropd and so
 `OPDTrainer` materialises the student's and the teacher's completion logits, [batch, completion,
 vocab] each; lower `per_device_train_batch_size` if that does not fit.
 
-A teacher served by vLLM on another GPU: TRL ships `trl.experimental.server_distillation.
-ServerDistillationTrainer`, which fetches the teacher's per-token logprobs from a vLLM server
-(`teacher_model_server_url`). A server returns only top-k logprobs, so the reverse KL shrinks to
-the sampled token (its `reverse_kl_top_1_mode="sampled"`): exactly SOD's signal s_t, but not the
-full-vocabulary OPD loss computed here. This module keeps the teacher local.
+A served teacher (`teacher.base_url`, `ropd.teacher_logprobs`): a teacher too large to share the
+student's GPU runs behind a server that returns the log-probabilities of given tokens (vLLM's
+prompt_logprobs). A server returns no full distribution, so both methods use the sampled token's
+signal s_t = log p_teacher(y_t) - log p_student_old(y_t): `SODTrainer` as above, and for opd
+`SampledOPDTrainer`, GRPO's clipped loss with A_t = s_t, the sampled-token reverse KL that
+server-based on-policy distillation uses (its gradient estimates that of the full reverse KL).
+The full-vocabulary OPD loss needs the teacher loaded beside the student.
 
 Empty signal (see `ropd.training.TimedGRPOTrainer`): a micro-batch whose loss has no gradient skips its forward
 and backward, and an optimizer step all of whose micro-batches were skipped leaves the weights byte-identical.
@@ -178,14 +180,21 @@ def sod_advantages(
 
 
 class TeacherTrainer(TimedGRPOTrainer):
-    """GRPOTrainer with a frozen white-box teacher (same vocabulary) on the student's device.
+    """GRPOTrainer with a frozen white-box teacher (same vocabulary): loaded on the student's device (`teacher_model`),
+    or behind a server that scores given tokens (`teacher_logprobs`, a ServedTeacherLogprobs).
 
-    The teacher's forward passes are timed into the step's metrics as time/teacher_logits.
+    The teacher's forward passes (or requests) are timed into the step's metrics as time/teacher_logits.
     """
 
-    def __init__(self, *args: Any, teacher_model, method_config: MethodConfig | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, teacher_model=None, teacher_logprobs=None, method_config: MethodConfig | None = None, **kwargs: Any):
+        if (teacher_model is None) == (teacher_logprobs is None):
+            raise ValueError("give exactly one of teacher_model (loaded) and teacher_logprobs (served)")
         super().__init__(*args, **kwargs)
         self.method_config = method_config or MethodConfig()
+        self.teacher_logprobs = teacher_logprobs
+        self.teacher_model = None
+        if teacher_model is None:
+            return
         self.shared_vocab_size = self._shared_vocab_size(teacher_model)
         teacher_model.eval()
         teacher_model.requires_grad_(False)
@@ -218,6 +227,27 @@ class TeacherTrainer(TimedGRPOTrainer):
 
     def _timed_teacher(self):
         return self._timed("time/teacher_logits", "train" if self.model.training else "eval")
+
+    def _teacher_token_logps(self, output: dict[str, Any], prompt_completion_ids, attention_mask, keep: int, batch_size: int):
+        """The teacher's log-probability of every completion token, [batch, completion] (0 where the mask is 0)."""
+        if self.teacher_model is not None:
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                self.teacher_model, prompt_completion_ids, attention_mask, keep, batch_size=batch_size
+            )
+            return logps
+        prompts, completions = output["prompt_ids"], output["completion_ids"]
+        prompt_mask, completion_mask = output["prompt_mask"].bool(), output["completion_mask"].bool()
+        sequences, prompt_lengths = [], []
+        for row in range(completions.size(0)):
+            prompt = prompts[row][prompt_mask[row]].tolist()
+            sequences.append(prompt + completions[row][completion_mask[row]].tolist())
+            prompt_lengths.append(len(prompt))
+        values = self.teacher_logprobs.sampled_logprobs(sequences, prompt_lengths)
+        logps = torch.zeros(completions.shape, dtype=torch.float32, device=completions.device)
+        for row, row_values in enumerate(values):
+            positions = completion_mask[row].nonzero().squeeze(1)
+            logps[row, positions] = torch.tensor(row_values, dtype=torch.float32, device=completions.device).clamp(min=-1e4)
+        return logps
 
     def _record(self, name: str, total: torch.Tensor, count: torch.Tensor) -> None:
         """Append a batch mean (summed over processes) to the trainer's metrics."""
@@ -283,11 +313,12 @@ class SODTrainer(TeacherTrainer):
                     )
                 output["old_per_token_logps"] = old_logps
             with self._timed_teacher():
-                teacher_logps, _, _ = self._get_per_token_logps_and_entropies(
-                    self.teacher_model, prompt_completion_ids, attention_mask, keep, batch_size=batch_size
-                )
+                teacher_logps = self._teacher_token_logps(output, prompt_completion_ids, attention_mask, keep, batch_size)
         mask = self._loss_mask(output).float()
         signal = (teacher_logps.float() - output["old_per_token_logps"].float()) * mask
+        return self._advantages_from_signal(output, signal, mask)
+
+    def _advantages_from_signal(self, output: dict[str, Any], signal: torch.Tensor, mask: torch.Tensor) -> dict[str, Any]:
         step_ids = self._step_ids(output, mask)
         config = self.method_config
         weights = step_weights(signal, step_ids, mask, eps=config.sod_eps, delta=config.sod_delta)
@@ -316,6 +347,17 @@ class SODTrainer(TeacherTrainer):
             self._metrics[mode]["sod/step_weight_min"].append(global_min.item())
 
 
+class SampledOPDTrainer(SODTrainer):
+    """opd with a served teacher: GRPO's clipped loss on A_t = s_t = log p_T(y_t) - log p_old(y_t), the sampled-token
+    reverse KL (a server gives no full distribution). Sequence rewards are logged only; `opd/reverse_kl` is the
+    sampled estimate, mean of -s_t over counted tokens."""
+
+    def _advantages_from_signal(self, output: dict[str, Any], signal: torch.Tensor, mask: torch.Tensor) -> dict[str, Any]:
+        output["advantages"] = (signal * mask).detach()
+        self._record("opd/reverse_kl", -signal.sum(), mask.sum())
+        return output
+
+
 # --- factory ---------------------------------------------------------------------------------------
 
 
@@ -328,7 +370,8 @@ def build_white_box_trainer(
     method: str,
     *,
     model,
-    teacher_model,
+    teacher_model=None,
+    teacher_logprobs=None,
     processing_class,
     args: GRPOConfig,
     train_dataset,
@@ -342,16 +385,18 @@ def build_white_box_trainer(
     `args` is the GRPOConfig the run uses for every method. `reward_funcs` gives sod its sequence advantage (rubric or
     outcome reward); for opd rewards are logged only and may be empty. Pass `teacher_processing_class` to check the
     vocabularies here; extra keyword arguments (callbacks, eval_dataset, peft_config, tools) go to GRPOTrainer.
+    A served teacher (`teacher_logprobs` instead of `teacher_model`) gives opd the sampled-token loss (SampledOPDTrainer).
     """
     if method not in WHITE_BOX_METHODS:
         raise ValueError(f"white-box method must be one of {', '.join(WHITE_BOX_METHODS)}, got '{method}'")
     if teacher_processing_class is not None:
-        check_same_vocabulary(processing_class, teacher_processing_class, getattr(teacher_model.config, "_name_or_path", "teacher"))
+        name = getattr(teacher_model.config, "_name_or_path", "teacher") if teacher_model is not None else teacher_logprobs.model
+        check_same_vocabulary(processing_class, teacher_processing_class, name)
     if not reward_funcs:
         if method == "sod":
             raise ValueError("sod needs a reward function for its sequence advantage (rubric, or outcome when the data has answers)")
         reward_funcs = [opd_no_reward]
-    trainer_class = OPDTrainer if method == "opd" else SODTrainer
+    trainer_class = SODTrainer if method == "sod" else OPDTrainer if teacher_model is not None else SampledOPDTrainer
     return trainer_class(
         model=model,
         reward_funcs=reward_funcs,
@@ -359,6 +404,7 @@ def build_white_box_trainer(
         train_dataset=train_dataset,
         processing_class=processing_class,
         teacher_model=teacher_model,
+        teacher_logprobs=teacher_logprobs,
         method_config=method_config,
         **trainer_kwargs,
     )

@@ -513,29 +513,53 @@ def save_model_card(trainer, out: Path, final: Path) -> None:
 
 
 def white_box_teacher(config: RunConfig, student_tokenizer):
-    """Load the teacher's weights for opd/sod after checking it shares the student's vocabulary."""
+    """The teacher of opd/sod, after checking it shares the student's vocabulary: its weights, loaded beside the student,
+    or, with teacher.base_url, a ServedTeacherLogprobs for the server (checked to return log-probabilities of given
+    tokens before training starts)."""
     from ropd.opd import check_same_vocabulary
 
-    name = config.teacher.model
-    if not is_local(name, config.models) or config.teacher.base_url:
+    teacher = config.teacher
+    name = teacher.model
+    if teacher.base_url:
+        tokenizer = teacher.tokenizer or name
+        if not is_local(tokenizer, config.models):
+            raise TrainingError(
+                f"--method {config.method.name} with the served teacher '{name}' checks that it shares the student's vocabulary: "
+                f"set teacher.tokenizer (--teacher-tokenizer) to the teacher's tokenizer (alias, path or Hub id)"
+            )
+        check_same_vocabulary(student_tokenizer, load_tokenizer(tokenizer, config.models), name)
+        from ropd.teacher_logprobs import ServedTeacherLogprobs, TeacherLogprobsError
+
+        served = ServedTeacherLogprobs(teacher)
+        try:
+            served.check()
+        except TeacherLogprobsError as exc:
+            raise TrainingError(str(exc)) from None
+        return served
+    if not is_local(name, config.models):
         raise TrainingError(
-            f"--method {config.method.name} reads the teacher's log-probabilities, so it needs a local teacher "
-            f"(alias, path or Hub id), not the endpoint '{name}'. Use --method ropd, which needs only the teacher's text."
+            f"--method {config.method.name} reads the teacher's log-probabilities, so it needs a local teacher (alias, path or "
+            f"Hub id), or one behind a server that returns log-probabilities of given tokens (--teacher-base-url, vLLM), not "
+            f"the API model '{name}'. Use --method ropd, which needs only the teacher's text."
         )
     check_same_vocabulary(student_tokenizer, load_tokenizer(name, config.models), name)
     return load_model(name, config.student.dtype, config.models)
 
 
 def build_trainer(config: RunConfig, model, tokenizer, dataset, rewards: list, teacher=None):
-    """GRPOTrainer for ropd/grpo, the white-box trainer for opd/sod; its model card names the student it started from."""
+    """GRPOTrainer for ropd/grpo, the white-box trainer for opd/sod (teacher: loaded weights, or a ServedTeacherLogprobs);
+    its model card names the student it started from."""
     args = grpo_args(config)
     if teacher is not None:
         from ropd.opd import build_white_box_trainer
+        from ropd.teacher_logprobs import ServedTeacherLogprobs
 
+        served = isinstance(teacher, ServedTeacherLogprobs)
         trainer = build_white_box_trainer(
             config.method.name,
             model=model,
-            teacher_model=teacher,
+            teacher_model=None if served else teacher,
+            teacher_logprobs=teacher if served else None,
             processing_class=tokenizer,
             args=args,
             train_dataset=dataset,
