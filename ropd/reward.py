@@ -232,7 +232,7 @@ class RubricReward:
         self.last_runs = runs
         self.last_group_scores = [run.score for run in runs]
         self._tally(runs)
-        if self.groups_log is not None:
+        if self.groups_log is not None and processes.index == 0:  # every process holds every group: one writes them
             self._log_groups(runs, step + 1 if trainer_state is not None else self._calls)  # the step metrics.jsonl logs
         if log_metric is not None:
             for name, value in self.metrics(runs).items():
