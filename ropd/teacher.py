@@ -106,7 +106,8 @@ class TeacherPool:
         return usable
 
     async def fetch_all(self, rows: list[PromptRow], progress: bool = True) -> dict[str, list[str]]:
-        """Answers for every row (id -> answers); fails only after every other prompt has been fetched and cached."""
+        """Answers for every row (id -> answers usable as references: cut-off ones are fetched and cached, marked, but left
+        out unless use_truncated); fails only after every other prompt has been fetched and cached."""
         if self.offline_only and (missing := self.count_missing(rows)):
             raise TeacherError(self._missing_message(missing, f"the {len(rows)} prompts"))
         columns = (TextColumn("teacher answers"), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"), TimeElapsedColumn())
@@ -115,7 +116,7 @@ class TeacherPool:
 
             async def one(row: PromptRow) -> list[str]:
                 try:
-                    return await self.answers(row)
+                    return [s.text for s in await self.samples(row) if self.use_truncated or not s.truncated]
                 finally:
                     bar.advance(task)
 

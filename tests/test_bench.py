@@ -35,7 +35,14 @@ def scripted(body):
 def bench_data(server_url: str, out) -> dict:
     return {
         "base": {
-            "teacher": {"model": "tiny-random-teacher", "num_answers": 1, "max_tokens": 8, "max_retries": 0, "temperature": 1.0},
+            "teacher": {
+                "model": "tiny-random-teacher",
+                "num_answers": 1,
+                "max_tokens": 8,
+                "use_truncated": True,  # 8 tokens cut every answer off: use them as references anyway
+                "max_retries": 0,
+                "temperature": 1.0,
+            },
             "judge": {"base_url": server_url, "max_retries": 0, "max_reasks": 1},
             "student": {"model": "tiny-random"},
             "data": {"dataset": "reasoning-gym:gsm_symbolic?size=4&seed=0"},

@@ -128,6 +128,9 @@ def test_answers_cut_off_at_max_tokens_are_cached_marked_and_left_out(tmp_path):
         pool = build_teacher_pool(teacher_config(tmp_path, "scripted", base_url=server.base_url, max_tokens=64), cache)
         with pytest.raises(TeacherError, match=r"all 2 teacher answers for prompt 'p0' were cut off at max_tokens=64"):
             asyncio.run(pool.answers(ROWS[0]))
+        # Fetching (`ropd teach`) keeps them all, marked, and does not fail: only their use as references does.
+        assert asyncio.run(pool.fetch_all(ROWS, progress=False)) == {"p0": [], "p1": []}
+        assert pool.count_missing(ROWS) == 0 and pool.count_truncated(ROWS) == 4
 
 
 def test_a_cut_off_teacher_answer_is_not_a_reference_for_the_rubric(tmp_path):
