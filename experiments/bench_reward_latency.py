@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -24,14 +23,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the scripted server and judge behaviour
-
-from judge_scripts import contains_rule, is_judge_request, judge_reply, rubric_json, user_text
-from scripted_server import Reply, ScriptedServer
-
 from ropd.cache import ResultCache
 from ropd.config import RunConfig
 from ropd.reward import build_rubric_reward
+from ropd.testing.judge_scripts import contains_rule, is_judge_request, judge_reply, rubric_json, user_text
+from ropd.testing.scripted_server import Reply, ScriptedServer
 from ropd.types import PromptRow
 
 CRITERIA = [("mentions 42", 5), ("mentions because", 2), ("mentions **", 1), ("mentions sure", 2)]

@@ -21,12 +21,8 @@ import io
 import json
 import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from bench_reward_latency import slow_endpoint  # the scripted endpoint with a fixed latency per call
 

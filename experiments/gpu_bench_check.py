@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 import yaml
+from gpu_check import REPO, build_random_model, scripted_judge, write_prompts
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_check import REPO, ScriptedServer, build_random_model, scripted_judge, write_prompts
+from ropd.testing.scripted_server import ScriptedServer
 
 STEPS, PROMPTS_PER_STEP, GENERATIONS = 2, 4, 4
 

@@ -3,7 +3,7 @@
 No weights are downloaded: the student has Qwen3-0.6B's architecture and the white-box teacher
 Qwen3-1.7B's, both with random weights and the tokenizer found at --tokenizer (any Qwen2.5/Qwen3
 tokenizer folder; its vocabulary fits their 151,936-row embeddings). The rubricator and judge are
-a scripted OpenAI-compatible server on loopback (tests/judge_scripts.py reads the rendered prompt
+a scripted OpenAI-compatible server on loopback (ropd.testing.judge_scripts reads the rendered prompt
 the way a model would), so the check exercises ropd's real reward path over HTTP, TRL's trainer in
 bf16 on the GPU, and logit OPD / SOD with a second model on the same GPU.
 
@@ -24,14 +24,12 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
+from ropd.config import load_config
+from ropd.testing.judge_scripts import blocks, is_judge_request, rubric_json, user_text
+from ropd.testing.scripted_server import ScriptedServer
+from ropd.training import train
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-from judge_scripts import blocks, is_judge_request, rubric_json, user_text  # noqa: E402
-from scripted_server import ScriptedServer  # noqa: E402
-
-from ropd.config import load_config  # noqa: E402
-from ropd.training import train  # noqa: E402
 
 # Published shapes (config.json of Qwen/Qwen3-0.6B and Qwen/Qwen3-1.7B); weights are random.
 SHAPES = {

@@ -41,18 +41,16 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
+from ropd.cache import ResultCache
+from ropd.config import EndpointConfig, JudgeConfig
+from ropd.judge import check_verdicts, judge_verdicts, rubric_reward, shuffled_order, verdict_schema, with_consensus
+from ropd.llm import LLMClient, LLMError
+from ropd.prompts import VERIFIER_VARIABLES, boundary_code, load_template
+from ropd.serve import local_server
+from ropd.testing.injection_attacks import ATTACKS
+from ropd.types import JudgeOutput, Rubric
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # the attack suite
-
-from injection_attacks import ATTACKS  # noqa: E402
-
-from ropd.cache import ResultCache  # noqa: E402
-from ropd.config import EndpointConfig, JudgeConfig  # noqa: E402
-from ropd.judge import check_verdicts, judge_verdicts, rubric_reward, shuffled_order, verdict_schema, with_consensus  # noqa: E402
-from ropd.llm import LLMClient, LLMError  # noqa: E402
-from ropd.prompts import VERIFIER_VARIABLES, boundary_code, load_template  # noqa: E402
-from ropd.serve import local_server  # noqa: E402
-from ropd.types import JudgeOutput, Rubric  # noqa: E402
 
 BASELINE_TEMPLATE = REPO / "experiments" / "injection_baseline_verifier.jinja"
 CONDITIONS = ("before", "after", "evidence")

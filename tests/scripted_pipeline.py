@@ -14,8 +14,9 @@ import threading
 from pathlib import Path
 
 import yaml
-from judge_scripts import blocks, criteria_texts, rubric_json, user_text
-from scripted_server import Reply, ScriptedServer
+
+from ropd.testing.judge_scripts import blocks, criteria_texts, rubric_json, user_text
+from ropd.testing.scripted_server import Reply, ScriptedServer
 
 REPO = Path(__file__).resolve().parent.parent
 ROLES = ("teacher", "rubricator", "judge")

@@ -11,13 +11,13 @@ import sys
 
 import pytest
 import yaml
-from judge_scripts import is_judge_request, judge_reply, rubric_json
-from scripted_server import ScriptedServer
 
 import ropd.bench as bench_module
 import ropd.training
 from ropd.bench import BenchConfig, load_bench_config, mean_curve, run_bench, sample_efficiency_ratio, samples_to_reach
 from ropd.config import ConfigError
+from ropd.testing.judge_scripts import is_judge_request, judge_reply, rubric_json
+from ropd.testing.scripted_server import ScriptedServer
 
 CRITERIA = [("gives a number", 3), ("is short", 1), ("shows work", 2), ("ends cleanly", 4)]
 

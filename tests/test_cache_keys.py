@@ -8,14 +8,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from judge_scripts import blocks, judge_reply, rubric_json, user_text
-from scripted_server import Reply, ScriptedServer
 
 from ropd.cache import ResultCache
 from ropd.config import ModelAlias, load_config
 from ropd.models import ensure_tiny_random, local_identity, weights_fingerprint
 from ropd.reward import build_rubric_reward, judge_endpoint_for
 from ropd.teacher import TeacherError, build_teacher_pool
+from ropd.testing.judge_scripts import blocks, judge_reply, rubric_json, user_text
+from ropd.testing.scripted_server import Reply, ScriptedServer
 from ropd.types import PromptRow
 
 pytestmark = pytest.mark.timeout(120)

@@ -9,13 +9,13 @@ holding the rollout as written, minus invisible characters and with bracket runs
 import unicodedata
 
 import pytest
-from injection_attacks import ATTACKS, GUESSED_CODE, boundary_like_lines
-from judge_scripts import blocks
 
 from ropd.config import JudgeConfig
 from ropd.judge import verifier_messages
 from ropd.prompts import embed_text
 from ropd.rubrics import rubric_messages
+from ropd.testing.injection_attacks import ATTACKS, GUESSED_CODE, boundary_like_lines
+from ropd.testing.judge_scripts import blocks
 from ropd.types import Rubric
 
 QUESTION = "Mia buys 3 boxes of 12 pencils and gives away 7. How many pencils does she have left?"

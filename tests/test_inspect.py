@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from judge_scripts import blocks, user_text
 from scripted_pipeline import CRITERIA, REPO, Scripted, kind_of, settings
-from scripted_server import Reply, ScriptedServer
 
 from ropd.inspect import build_report, group_row, reward_disagrees, safe_json
+from ropd.testing.judge_scripts import blocks, user_text
+from ropd.testing.scripted_server import Reply, ScriptedServer
 
 BENCH_CPU = REPO / "experiments" / "results" / "bench-cpu-64"  # the committed 64-sample CPU bench, made before groups.jsonl
 HOSTILE = "</script><script>document.title='PWNED'</script><img src=x onerror=\"document.title='PWNED'\">"

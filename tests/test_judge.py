@@ -4,13 +4,13 @@ import asyncio
 import json
 
 import pytest
-from judge_scripts import blocks, contains_rule, criteria_texts, judge_reply, scripted_client, sequence, user_text
-from scripted_server import Reply, ScriptedServer
 
 from ropd.cli import main
 from ropd.config import JudgeConfig
 from ropd.judge import judge_answers, judge_verdicts, rubric_reward, shuffled_order
 from ropd.llm import LLMError
+from ropd.testing.judge_scripts import blocks, contains_rule, criteria_texts, judge_reply, scripted_client, sequence, user_text
+from ropd.testing.scripted_server import Reply, ScriptedServer
 from ropd.types import Rubric
 
 pytestmark = pytest.mark.timeout(60)
@@ -325,7 +325,7 @@ def test_cli_judge_without_settings_uses_the_library_defaults(tmp_path, capsys):
 
 
 def test_cli_rubric_takes_the_config_judge_settings(tmp_path, capsys):
-    from judge_scripts import rubric_json
+    from ropd.testing.judge_scripts import rubric_json
 
     data = {"question": QUESTION, "teacher_answers": ["42"], "student_answers": ["41"]}
     path = write_input(tmp_path, data)

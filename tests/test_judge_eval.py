@@ -4,8 +4,6 @@ import asyncio
 import json
 
 import pytest
-from judge_scripts import blocks, contains_rule, criteria_texts, is_judge_request, judge_reply, rubric_json, scripted_client, user_text
-from scripted_server import Reply, ScriptedServer
 
 from ropd.cache import ResultCache
 from ropd.cli import main
@@ -23,6 +21,17 @@ from ropd.judge_eval import (
 from ropd.reward import RubricReward
 from ropd.rubrics import consensus_answer
 from ropd.teacher import TeacherPool
+from ropd.testing.judge_scripts import (
+    blocks,
+    contains_rule,
+    criteria_texts,
+    is_judge_request,
+    judge_reply,
+    rubric_json,
+    scripted_client,
+    user_text,
+)
+from ropd.testing.scripted_server import Reply, ScriptedServer
 from ropd.types import PromptRow, Rubric
 
 pytestmark = pytest.mark.timeout(60)

@@ -10,11 +10,11 @@ import time
 
 import pytest
 from pydantic import BaseModel, Field
-from scripted_server import Reply, ScriptedServer
 
 from ropd.cache import ResultCache
 from ropd.config import EndpointConfig, Price
 from ropd.llm import LLMClient, LLMError, extract_json
+from ropd.testing.scripted_server import Reply, ScriptedServer
 from ropd.types import JudgeOutput, Rubric
 
 pytestmark = pytest.mark.timeout(60)

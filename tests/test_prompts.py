@@ -3,12 +3,12 @@
 import json
 
 import pytest
-from judge_scripts import blocks
 
 from ropd.config import JudgeConfig
 from ropd.judge import verifier_messages
 from ropd.prompts import RUBRIC_VARIABLES, VERIFIER_VARIABLES, TemplateError, boundary_code, embed_text, final_text, load_template
 from ropd.rubrics import rubric_messages
+from ropd.testing.judge_scripts import blocks
 from ropd.types import Rubric
 
 RUBRIC = Rubric.model_validate(

@@ -4,13 +4,13 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
-from judge_scripts import contains_rule, is_judge_request, judge_reply, rubric_json, scripted_client, user_text
-from scripted_server import ScriptedServer
 
 from ropd.config import RunConfig
 from ropd.quality import PairCounts, pair_counts, pairwise_accuracy, roc_auc
 from ropd.reward import RubricReward
 from ropd.teacher import TeacherPool
+from ropd.testing.judge_scripts import contains_rule, is_judge_request, judge_reply, rubric_json, scripted_client, user_text
+from ropd.testing.scripted_server import ScriptedServer
 from ropd.types import PromptRow
 
 pytestmark = pytest.mark.timeout(60)

@@ -20,15 +20,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from judge_scripts import user_text
 from scripted_pipeline import REPO, ROLES, Scripted, kind_of, read_metrics, settings, train_command, write_config
-from scripted_server import Reply, ScriptedServer
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from ropd.cache import ResultCache, canonical_json
 from ropd.cli import main
 from ropd.config import TrainingConfig, load_config
 from ropd.llm import LLMClient
+from ropd.testing.judge_scripts import user_text
+from ropd.testing.scripted_server import Reply, ScriptedServer
 from ropd.training import FailureGuard, train
 
 pytestmark = pytest.mark.timeout(300)

@@ -6,12 +6,12 @@ import threading
 from types import SimpleNamespace
 
 import pytest
-from judge_scripts import blocks, contains_rule, is_judge_request, judge_reply, rubric_json, scripted_client, user_text
-from scripted_server import Reply, ScriptedServer
 
 from ropd.config import RunConfig
 from ropd.reward import RubricReward, completion_text, group_indices
 from ropd.teacher import TeacherPool
+from ropd.testing.judge_scripts import blocks, contains_rule, is_judge_request, judge_reply, rubric_json, scripted_client, user_text
+from ropd.testing.scripted_server import Reply, ScriptedServer
 from ropd.types import PromptRow
 
 pytestmark = pytest.mark.timeout(60)

@@ -4,8 +4,6 @@ import asyncio
 import json
 
 import pytest
-from judge_scripts import blocks, rubric_json, scripted_client, sequence, user_text
-from scripted_server import Reply, ScriptedServer
 
 from ropd.cache import ResultCache
 from ropd.cli import main
@@ -13,6 +11,8 @@ from ropd.config import JudgeConfig
 from ropd.llm import LLMError
 from ropd.prompts import PROMPTS_DIR
 from ropd.rubrics import RubricStore, induce_rubric
+from ropd.testing.judge_scripts import blocks, rubric_json, scripted_client, sequence, user_text
+from ropd.testing.scripted_server import Reply, ScriptedServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 from scripted_pipeline import REPO, Scripted, kind_of, settings, train_command, write_config
-from scripted_server import Reply, ScriptedServer
+
+from ropd.testing.scripted_server import Reply, ScriptedServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 

@@ -15,12 +15,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from scripted_server import Reply, ScriptedServer
 
 from ropd.cache import ResultCache
 from ropd.config import load_config
 from ropd.models import ModelError
 from ropd.teacher import TeacherError, build_teacher_pool, cache_path, teach
+from ropd.testing.scripted_server import Reply, ScriptedServer
 from ropd.types import PromptRow
 
 pytestmark = pytest.mark.timeout(120)

@@ -12,11 +12,11 @@ import threading
 
 import pytest
 import torch
-from judge_scripts import blocks, criteria_texts, is_judge_request, rubric_json, user_text
-from scripted_server import ScriptedServer
 
 from ropd.config import load_config
 from ropd.models import load_model
+from ropd.testing.judge_scripts import blocks, criteria_texts, is_judge_request, rubric_json, user_text
+from ropd.testing.scripted_server import ScriptedServer
 from ropd.training import TrainingError, train
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

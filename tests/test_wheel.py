@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from scripted_pipeline import Scripted
-from scripted_server import ScriptedServer
+
+from ropd.testing.scripted_server import ScriptedServer
 
 pytestmark = pytest.mark.timeout(600)
 
