@@ -54,6 +54,7 @@ def main() -> None:
     )
     parser.add_argument("--config", help="A run config whose `models:` aliases are used (e.g. a trained teacher's folder).")
     parser.add_argument("--max-answers", type=int, default=4, help="Answers kept per item, right and wrong mixed.")
+    parser.add_argument("--max-prompts", type=int, help="Use only the first N prompts of each task.")
     parser.add_argument("--max-tokens", type=int, default=256, help="Tokens per sampled answer.")
     parser.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature of every answer.")
     parser.add_argument("--cache", type=Path, default=ropd_home() / "judge_eval.sqlite", help="Where samples are cached.")
@@ -68,7 +69,7 @@ def main() -> None:
     with ResultCache(args.cache) as cache:
         for dataset, generators, teacher in args.task:
             started = time.perf_counter()
-            rows = load_prompts(dataset)
+            rows = load_prompts(dataset, max_prompts=args.max_prompts)
             labelled = build_labelled_set(
                 dataset,
                 rows,
