@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ropd.answers import answer_text
 from ropd.config import EndpointConfig, JudgeConfig
 from ropd.llm import extract_json
-from ropd.prompts import VERIFIER_VARIABLES, LabelledText, boundary_code, embed_line, final_text, load_template
+from ropd.prompts import VERIFIER_VARIABLES, LabelledText, boundary_code, embed_line, load_template
 from ropd.rubrics import CRITERION_MAX_CHARS, consensus_criterion, meets_consensus
 from ropd.scoring import rubric_reward as rubric_reward  # re-exported: callers import it from here
 from ropd.targets import clean_target
@@ -138,7 +139,7 @@ def shown_criteria(rubric: Rubric) -> list[Criterion]:
 def verifier_messages(question: str, rubric: Rubric, answers: list[str], cfg: JudgeConfig) -> tuple[list[dict], str]:
     """The judge's chat messages for answers already in label order, and the template hash."""
     template = load_template(cfg.verifier_template, VERIFIER_VARIABLES)
-    items = [LabelledText(str(i), final_text(a)) for i, a in enumerate(answers, start=1)]
+    items = [LabelledText(str(i), answer_text(a)) for i, a in enumerate(answers, start=1)]
     criteria = shown_criteria(rubric)
     boundary = boundary_code(question, *(c.text for c in criteria), *(i.text for i in items), salt="verifier")
     messages = template.render(

@@ -2,7 +2,7 @@
 
 1. A labelled set. Per prompt, answers are sampled once from real models (local ones served by ropd
    on loopback; every sample stored in a ResultCache the moment it arrives) and labelled by
-   `ropd.eval.is_correct` against the prompt's reference answer. Prompts without at least one
+   `ropd.answers.is_correct` against the prompt's reference answer. Prompts without at least one
    correct and one incorrect answer are dropped and counted. The teacher answers the rubricator
    contrasts them with come from a model, or from the dataset's worked solutions ("reference").
 2. Per judging mode, as training does it: the rubricator writes a rubric per item (cached, so every
@@ -31,10 +31,10 @@ from pydantic import BaseModel, Field, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ropd.answers import is_correct
 from ropd.cache import ResultCache
 from ropd.config import EndpointConfig, JudgeConfig, ModelAlias, redact_url
 from ropd.data import REASONING_GYM, DataError
-from ropd.eval import is_correct
 from ropd.judge import JudgeTally, judge_endpoint, judge_verdicts
 from ropd.llm import LLMClient, LLMError
 from ropd.models import is_local, local_identity

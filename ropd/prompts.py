@@ -191,12 +191,3 @@ def boundary_code(*texts: str, salt: str = "") -> str:
         if not any(code in t for t in texts):
             return code
         counter += 1
-
-
-def final_text(completion: str) -> str:
-    """The answer part of a completion: text after the last `</think>`; empty when reasoning never closed."""
-    if "</think>" in completion:
-        return completion.rsplit("</think>", 1)[1].strip()
-    if completion.lstrip().startswith("<think>"):
-        return ""
-    return completion.strip()

@@ -2,7 +2,7 @@
 
 A rubric reward is only worth training on if it ranks right answers above wrong ones. Two numbers
 say how often it does, given answers labelled correct or incorrect by checking them against a
-reference answer (`ropd.eval.is_correct`):
+reference answer (`ropd.answers.is_correct`):
 
   roc_auc             over all answers: the chance a random correct answer scores above a random
                       incorrect one (ties count half); 0.5 is noise, 1.0 perfect separation

@@ -32,13 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ropd.answers import answer_text, completion_text, is_correct
 from ropd.config import EndpointConfig, JudgeConfig, RunConfig
 from ropd.data import prompt_id
-from ropd.eval import is_correct
 from ropd.judge import judge_endpoint, judge_verdicts
 from ropd.llm import LLMClient, LLMError
 from ropd.models import is_local, local_identity
-from ropd.prompts import final_text
 from ropd.quality import pair_counts, roc_auc
 from ropd.rubrics import RubricStore, induce_rubric
 from ropd.scoring import ScoredGroup, decision_counts, score_verdicts
@@ -117,23 +116,6 @@ class GroupRun:
     rollouts: list[str] = field(default_factory=list)
     rubric: Rubric | None = None  # the rubric as induced or reused, also when judging then failed
     verdicts: list[Verdict] = field(default_factory=list)  # the judge's own verdicts, evidence fields included
-
-
-def completion_text(completion: Any) -> str:
-    """The text of a completion: a string, or TRL's conversational form (a list of messages)."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        completion = [completion]
-    parts = []
-    for message in completion:
-        if message.get("role", "assistant") != "assistant":
-            continue
-        content = message.get("content") or ""
-        if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        parts.append(content)
-    return "\n".join(parts)
 
 
 def group_indices(ids: list[str]) -> dict[str, list[int]]:
@@ -298,7 +280,7 @@ class RubricReward:
         phase = "teacher"
         try:
             clock = time.monotonic()
-            references = [a for a in await self.teacher.answers(row) if final_text(a)]
+            references = [a for a in await self.teacher.answers(row) if answer_text(a)]
             run.seconds["teacher"] = time.monotonic() - clock
             if not references:
                 raise TeacherError(f"no usable teacher answer for prompt '{row.id}' (all empty after the last </think>)")

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ropd.answers import answer_text, answers_match, extract_final_answer, is_correct
 from ropd.config import JudgeConfig
-from ropd.eval import answers_match, extract_final_answer, is_correct
-from ropd.prompts import RUBRIC_VARIABLES, LabelledText, boundary_code, final_text, load_template
+from ropd.prompts import RUBRIC_VARIABLES, LabelledText, boundary_code, load_template
 from ropd.targets import TARGET_MAX_CHARS
 from ropd.types import Criterion, Rubric
 
@@ -100,9 +100,9 @@ def rubric_messages(question: str, teacher_answers: list[str], student_answers: 
     """The rubricator's chat messages and the template hash (for the cache key)."""
     template = load_template(cfg.rubric_template, RUBRIC_VARIABLES)
     references = [
-        LabelledText(label, final_text(t)) for label, t in zip(reference_labels(len(teacher_answers)), teacher_answers, strict=True)
+        LabelledText(label, answer_text(t)) for label, t in zip(reference_labels(len(teacher_answers)), teacher_answers, strict=True)
     ]
-    students = [LabelledText(str(i), final_text(s)) for i, s in enumerate(student_answers, start=1)]
+    students = [LabelledText(str(i), answer_text(s)) for i, s in enumerate(student_answers, start=1)]
     boundary = boundary_code(question, *(r.text for r in references), *(s.text for s in students), salt="rubric")
     messages = template.render(
         question=question,
@@ -159,9 +159,9 @@ def consensus_criterion(rubric: Rubric, answer: str, points: int) -> Criterion:
     return Criterion(id=cid, category="correctness", text=text, points=points)
 
 
-def meets_consensus(answer_text: str, consensus: str) -> bool:
+def meets_consensus(answer: str, consensus: str) -> bool:
     """Whether an answer's final answer equals the consensus answer (numbers, math-verify, normalised text)."""
-    return is_correct(answer_text, consensus)
+    return is_correct(answer, consensus)
 
 
 def refresh_interval(refresh: str | int) -> int | None:

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ropd.answers import answers_match
 from ropd.config import JudgeConfig
-from ropd.eval import answers_match
 from ropd.rubrics import consensus_answer, consensus_criterion, meets_consensus
 from ropd.targets import clean_target, ground_target, meets_target, occurs_in
 from ropd.types import Rubric, Verdict

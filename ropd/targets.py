@@ -11,15 +11,15 @@ string a correct answer contains. These are all the rules for checking one:
    evaluated, never used as a regular expression.
 2. Grounded (`ground_target`), against the teacher answers, so a value the rubricator copied from a wrong
    student answer is not trusted:
-   - a *final-result* target equals the final answer (`ropd.eval.extract_final_answer`, compared with
+   - a *final-result* target equals the final answer (`ropd.answers.extract_final_answer`, compared with
      `answers_match`: numbers numerically, else normalised text or math-verify) of at least half of the
      teacher answers;
    - otherwise an *intermediate* target occurs (rule 3) in the final text (after the last `</think>`) of
      at least half of the teacher answers. An intermediate target that also occurs in the question is
      dropped (restating the question proves nothing), and a non-numeric one needs at least 3 characters.
    Anything else is ungrounded and dropped.
-3. Checked (`meets_target`) against an answer's final text (after the last `</think>`; nothing when its
-   reasoning never closed):
+3. Checked (`meets_target`) against an answer's final text (`ropd.answers.answer_text`: after the last
+   `</think>`; nothing when a `<think>` never closed):
    - a final-result target is met only when the answer's *extracted final answer* matches it
      (`answers_match`), so an answer that writes the right value on the way and ends on a wrong one fails;
    - a numeric intermediate target is met when any number in the text equals it numerically ("1,200",
@@ -36,8 +36,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-from ropd.eval import answers_match, canonical_number, extract_final_answer
-from ropd.prompts import final_text
+from ropd.answers import answer_text, answers_match, canonical_number, extract_final_answer
 
 TARGET_MAX_CHARS = 32
 MIN_STRING_CHARS = 3
@@ -114,7 +113,7 @@ def ground_target(raw: str | None, teacher_answers: list[str], question: str = "
         return None, "too short"
     if question and occurs_in(text, question):
         return None, "in question"
-    if 2 * sum(occurs_in(text, final_text(t)) for t in teacher_answers) >= need:
+    if 2 * sum(occurs_in(text, answer_text(t)) for t in teacher_answers) >= need:
         return GroundedTarget(text, "intermediate", number), None
     return None, "ungrounded"
 
@@ -124,4 +123,4 @@ def meets_target(target: GroundedTarget, answer: str) -> bool:
     if target.kind == "final":
         found = extract_final_answer(answer)
         return found is not None and answers_match(found, target.text)
-    return occurs_in(target.text, final_text(answer))
+    return occurs_in(target.text, answer_text(answer))

@@ -402,7 +402,7 @@ def uses_rubric_reward(config: RunConfig) -> bool:
 
 def reward_functions(config: RunConfig, prompts, cache, urls: dict[str, str] | None = None) -> list:
     """The reward functions of a method: rubric reward, outcome reward, or none (pure OPD)."""
-    from ropd.eval import outcome_reward
+    from ropd.answers import outcome_reward
 
     method = config.method
     if method.name == "grpo" or (method.name == "sod" and method.sequence_reward == "outcome"):

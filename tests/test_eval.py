@@ -9,18 +9,9 @@ import random
 import pytest
 import torch
 
+from ropd.answers import extract_choice, extract_final_answer, is_correct, outcome_reward
 from ropd.cli import main
-from ropd.eval import (
-    EvalError,
-    Sample,
-    evaluate,
-    extract_choice,
-    extract_final_answer,
-    is_correct,
-    outcome_reward,
-    pass_at_k,
-    score,
-)
+from ropd.eval import EvalError, Sample, evaluate, pass_at_k, score
 from ropd.types import PromptRow
 
 RG_SPEC = "reasoning-gym:gsm_symbolic?size=4&seed=1"

@@ -6,7 +6,7 @@ import pytest
 
 from ropd.config import JudgeConfig
 from ropd.judge import verifier_messages
-from ropd.prompts import RUBRIC_VARIABLES, VERIFIER_VARIABLES, TemplateError, boundary_code, embed_text, final_text, load_template
+from ropd.prompts import RUBRIC_VARIABLES, VERIFIER_VARIABLES, TemplateError, boundary_code, embed_text, load_template
 from ropd.rubrics import rubric_messages
 from ropd.testing.judge_scripts import blocks
 from ropd.types import Rubric
@@ -116,15 +116,3 @@ def test_boundary_code_is_deterministic_and_absent_from_the_texts():
     assert all(code not in t for t in texts)
     # a text that quotes the code it would get changes the hash, so the code moves away from it
     assert boundary_code(*texts, code, salt="x") != code
-
-
-@pytest.mark.parametrize(
-    ("completion", "expected"),
-    [
-        ("<think>a</think>x</think> 42 ", "42"),
-        ("plain answer\n", "plain answer"),
-        ("<think>never closed, cut at max tokens", ""),
-    ],
-)
-def test_final_text_keeps_only_what_follows_the_last_think(completion, expected):
-    assert final_text(completion) == expected

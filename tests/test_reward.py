@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from ropd.config import RunConfig
-from ropd.reward import RubricReward, completion_text, group_indices
+from ropd.reward import RubricReward, group_indices
 from ropd.teacher import TeacherPool
 from ropd.testing.judge_scripts import blocks, contains_rule, is_judge_request, judge_reply, rubric_json, scripted_client, user_text
 from ropd.testing.scripted_server import Reply, ScriptedServer
@@ -180,14 +180,6 @@ def test_teacher_answers_are_not_judged_when_scoring_them_is_off():
     assert rewards == pytest.approx(EXPECTED)
     assert [len(blocks(user_text(b), "ANSWER")) for b in server.requests if is_judge_request(b)] == [4]
     assert "rubric/teacher_score_mean" not in metrics
-
-
-def test_completion_text_handles_strings_messages_and_content_parts():
-    assert completion_text("plain") == "plain"
-    assert completion_text([{"role": "assistant", "content": "a"}]) == "a"
-    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "x"}, {"type": "text", "text": "y"}]}]) == "xy"
-    multi = [{"role": "assistant", "content": "call"}, {"role": "tool", "content": "out"}, {"role": "assistant", "content": "done"}]
-    assert completion_text(multi) == "call\ndone"
 
 
 def test_group_indices_keep_first_appearance_order():

@@ -1,0 +1,53 @@
+"""The reasoning rule and completion text shared by the reward, the prompts, the targets check and evaluation."""
+
+import pytest
+
+from ropd.answers import answer_text, completion_text, extract_final_answer, final_text, is_correct
+from ropd.config import JudgeConfig
+from ropd.judge import verifier_messages
+from ropd.rubrics import meets_consensus
+from ropd.targets import GroundedTarget, meets_target
+from ropd.testing.judge_scripts import blocks
+from ropd.types import Criterion, Rubric
+
+UNCLOSED = ["<think>never closed, cut at max tokens 42", "Sure. <think>the answer is 42, let me check"]
+
+
+@pytest.mark.parametrize(
+    ("completion", "final", "shown"),
+    [
+        ("<think>a</think>x</think> 42 ", " 42 ", "42"),
+        ("plain answer\n", "plain answer\n", "plain answer"),
+        ("<think>reasoning</think>\n\n", "\n\n", ""),
+        *((text, None, "") for text in UNCLOSED),
+    ],
+)
+def test_the_answer_part_follows_the_last_think_and_an_unclosed_think_has_none(completion, final, shown):
+    assert final_text(completion) == final
+    assert answer_text(completion) == shown
+
+
+@pytest.mark.parametrize("completion", UNCLOSED)
+def test_an_unclosed_think_is_no_answer_for_the_judge_the_checker_the_consensus_and_the_targets(completion):
+    """Every reader agrees: what the judge is shown is empty, and no check finds the 42 written while reasoning."""
+    rubric = Rubric(prompt_id="p", criteria=[Criterion(id="c1", text="states 42", points=1)])
+    messages, _ = verifier_messages("What is 6 x 7?", rubric, [completion], JudgeConfig())
+    assert list(blocks(messages[-1]["content"], "ANSWER").values()) == [""]
+    assert extract_final_answer(completion) is None
+    assert not is_correct(completion, "42")
+    assert not meets_consensus(completion, "42")
+    assert not meets_target(GroundedTarget(text="42", kind="final", number="42"), completion)
+    assert not meets_target(GroundedTarget(text="42", kind="intermediate", number="42"), completion)
+
+
+def test_completion_text_keeps_only_assistant_turns_and_never_raises():
+    assert completion_text("plain") == "plain"
+    assert completion_text(None) == ""
+    assert completion_text({"role": "assistant", "content": "a"}) == "a"
+    assert completion_text([{"role": "assistant", "content": "a"}]) == "a"
+    assert completion_text([{"content": "no role counts as assistant"}]) == "no role counts as assistant"
+    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "x"}, {"type": "text", "text": "y"}]}]) == "xy"
+    multi = [{"role": "assistant", "content": "call"}, {"role": "tool", "content": "out"}, {"role": "assistant", "content": "done"}]
+    assert completion_text(multi) == "call\ndone"
+    assert completion_text([{"role": "tool", "content": "out"}]) == ""  # no assistant turn: no text
+    assert completion_text([{"role": "assistant", "content": None}, {"role": "assistant", "content": 7}]) == "\n7"
