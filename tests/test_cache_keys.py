@@ -154,3 +154,72 @@ def test_a_cut_off_teacher_answer_is_not_a_reference_for_the_rubric(tmp_path):
     (body,) = rubric_requests
     references = blocks(user_text(body), "REFERENCE")
     assert len(references) == 2 and all(text.startswith(("answer 0", "answer 2")) for text in references.values())
+
+
+# --- pinned keys: a refactoring that changes a key would make every finished experiment ask again -----------------
+
+
+class FixedTeacher:
+    async def answers(self, row: PromptRow) -> list[str]:
+        return ["<think>4 + 4</think>The answer is 8.", "8"]
+
+
+def pinned_keys(tmp_path: Path, **judge: object) -> dict[str, list[str]]:
+    """The cache keys one reward call (rubric, rollouts' verdicts, teacher verdicts) and one teacher `chat` store, by role."""
+    from ropd.config import EndpointConfig
+    from ropd.llm import LLMClient
+    from ropd.reward import RubricReward
+
+    def respond(body: dict):
+        text = user_text(body)
+        if "<<<BEGIN ANSWER" in text:
+            return judge_reply(body, lambda answer, criterion: "8" in answer)
+        if "<<<BEGIN REFERENCE" in text:
+            return rubric_json([("states 8", 3), ("is clear", 1), ("mentions 8", 2), ("has 8", 1)])
+        return Reply(content=["eight", "8"])
+
+    settings = {"output.dir": str(tmp_path), "teacher.model": "scripted", "judge.score_teacher_answers": True}
+    config = load_config(overrides=settings | {f"judge.{k}": v for k, v in judge.items()})
+    with ScriptedServer(respond) as server, ResultCache(tmp_path / "k.sqlite") as cache:
+        endpoint = EndpointConfig(model="pinned-model", base_url=server.base_url, seed=3)
+        common = {"cache": cache, "identity": "pinned-server"}
+        rubricator, judge_client = LLMClient(endpoint, role="rubricator", **common), LLMClient(endpoint, role="judge", **common)
+        reward = RubricReward(config, FixedTeacher(), rubricator, judge_client, {p.id: p for p in ROWS})
+        rollouts = ["8", "<think>maybe 9</think>9", "<think>cut off"]
+        assert asyncio.run(reward(prompts=[ROWS[1].question] * 3, completions=rollouts, id=["p1"] * 3)) == [1.0, 0.0, 0.0]
+        asyncio.run(
+            LLMClient(endpoint, role="teacher", **common).chat([m.model_dump() for m in ROWS[1].prompt], n=2, key_extra={"prompt_id": "p1"})
+        )
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "k.sqlite") as db:
+        rows = db.execute("SELECT role, key FROM results ORDER BY role, key").fetchall()
+    keys: dict[str, list[str]] = {}
+    for role, key in rows:
+        keys.setdefault(role, []).append(key[:16])
+    return keys
+
+
+@pytest.mark.parametrize(
+    ("judge", "expected"),
+    [
+        (
+            {},
+            {
+                "judge": ["0d4131a3125af67c", "d92ed32a22ca190b"],
+                "rubricator": ["1152d288b4194e65"],
+                "teacher": ["bf998df6428c23ef", "e7f297f7ef94f622"],
+            },
+        ),
+        (
+            {"mode": "consistency", "consistency_samples": 2, "expected_evidence": True},
+            {
+                "judge": ["191222ea5245e6ac", "3f4a09afa5fb5548", "e700eb8812cc03ad", "ed17fce65a4b2b93"],
+                "rubricator": ["1152d288b4194e65"],
+                "teacher": ["bf998df6428c23ef", "e7f297f7ef94f622"],
+            },
+        ),
+    ],
+)
+def test_cache_keys_of_teacher_rubric_and_judge_calls_are_pinned(tmp_path, judge, expected):
+    assert pinned_keys(tmp_path, **judge) == expected
