@@ -32,7 +32,7 @@ from transformers import TrainerCallback
 
 from ropd.config import ConfigError, JudgeConfig, RunConfig
 from ropd.data import load_prompts
-from ropd.training import uses_rubric_reward
+from ropd.reward import uses_rubric_reward
 from ropd.types import PromptRow
 
 console = Console(stderr=True)

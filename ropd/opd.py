@@ -32,7 +32,7 @@ signal s_t = log p_teacher(y_t) - log p_student_old(y_t): `SODTrainer` as above,
 server-based on-policy distillation uses (its gradient estimates that of the full reverse KL).
 The full-vocabulary OPD loss needs the teacher loaded beside the student.
 
-Empty signal (see `ropd.training.TimedGRPOTrainer`): a micro-batch whose loss has no gradient skips its forward
+Empty signal (see `ropd.trainers.TimedGRPOTrainer`): a micro-batch whose loss has no gradient skips its forward
 and backward, and an optimizer step all of whose micro-batches were skipped leaves the weights byte-identical.
 For opd that happens only when no completion token is counted (reward ties do not matter: the reverse KL is the
 signal); for sod only when no reward spread and no teacher term (sod_coef = 0) remain.
@@ -54,7 +54,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import add_fused_lm_head
 
 from ropd.config import MethodConfig
-from ropd.training import TimedGRPOTrainer
+from ropd.trainers import TimedGRPOTrainer
 
 WHITE_BOX_METHODS = ("opd", "sod")
 

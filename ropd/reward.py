@@ -17,6 +17,7 @@ for every rollout (TRL skips it), never a silent 0. When the prompts carry refer
 call also logs how well the rewards separate correct from incorrect answers (quality/*); the
 references never touch the rewards. With `groups_log` set (training sets <output dir>/groups.jsonl), every
 call appends one JSON line per group (`group_record`) for `ropd inspect`.
+`serve_local_models` starts the loopback servers of a local teacher and judge for the duration of a run.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ import re
 import statistics
 import time
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from rich.console import Console
 
 from ropd.answers import answer_text, completion_text, is_correct
 from ropd.config import EndpointConfig, JudgeConfig, RunConfig
@@ -55,6 +59,7 @@ DECISION_METRICS = {
 }
 
 log = logging.getLogger(__name__)
+console = Console(stderr=True)
 
 
 class Processes(Protocol):
@@ -457,7 +462,7 @@ def group_advantages(rewards: list[float] | None) -> list[float] | None:
     """reward - group mean (before any scaling by the trainer); exactly 0 for a group without spread, None when failed."""
     if not rewards:
         return None
-    from ropd.training import ZERO_SPREAD_TOLERANCE
+    from ropd.trainers import ZERO_SPREAD_TOLERANCE  # imports TRL: only when training
 
     if max(rewards) - min(rewards) <= ZERO_SPREAD_TOLERANCE:
         return [0.0] * len(rewards)
@@ -532,6 +537,41 @@ def judge_endpoint_for(config: RunConfig, base_url: str | None) -> tuple[Endpoin
         served = config.teacher
     identity = local_identity(endpoint.model, config.models, served.serve_dtype, served.serve_engine)
     return endpoint.model_copy(update={"base_url": base_url}), identity
+
+
+def serve_local_models(config: RunConfig, stack: ExitStack) -> dict[str, str]:
+    """Start one loopback server per local model the run talks to; return {"teacher"/"judge": base URL}.
+
+    The config is left as it is: clients get these URLs with the model name as cache identity, since
+    a local server's port changes from run to run.
+    """
+    if not uses_rubric_reward(config):
+        return {}
+    served: dict[str, str] = {}
+
+    def url_for(endpoint: EndpointConfig) -> str:  # one server per model: the first role to ask picks its settings
+        model = endpoint.model
+        if model not in served:
+            from ropd.serve import local_server  # looked up when called, as in ropd.teacher
+
+            console.print(f"starting a local OpenAI-compatible server for {model} ...")
+            log = Path(config.output.dir) / f"serve-{model.replace('/', '_')}.log"
+            server = local_server(model, models=config.models, log_path=log, dtype=endpoint.serve_dtype, engine=endpoint.serve_engine)
+            served[model] = stack.enter_context(server)
+        return served[model]
+
+    urls: dict[str, str] = {}
+    if needs_local_server(config):
+        urls["teacher"] = url_for(config.teacher)
+    judge = config.judge_endpoint()
+    if not judge.base_url and is_local(judge.model, config.models):
+        urls["judge"] = url_for(judge)
+    return urls
+
+
+def uses_rubric_reward(config: RunConfig) -> bool:
+    method = config.method
+    return method.name == "ropd" or (method.name == "sod" and method.sequence_reward == "rubric")
 
 
 def build_rubric_reward(

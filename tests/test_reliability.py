@@ -29,7 +29,8 @@ from ropd.config import TrainingConfig, load_config
 from ropd.llm import LLMClient
 from ropd.testing.judge_scripts import user_text
 from ropd.testing.scripted_server import Reply, ScriptedServer
-from ropd.training import FailureGuard, train
+from ropd.trainers import FailureGuard
+from ropd.training import train
 
 pytestmark = pytest.mark.timeout(300)
 
