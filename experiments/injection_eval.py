@@ -17,9 +17,10 @@ plus two more ways of judging the same items with ropd's judge path: "one answer
 attacked group's eight answers each judged alone, so an attack cannot lift its neighbours) and the "control" (the group of
 eight with every attack undone: the same slots, each holding its clean base), which separates what the attacks do from
 what judging eight answers at once does. And, from the same "after" verdicts, "after+code-check": the rewards with
-ropd's code-checked criterion (judge.with_consensus, 5 points) that the final answer equals the item's answer, as `consensus_criterion`
-adds it when the teachers agree. Each condition also judges the two clean answers alone (a pair), which
-shows whether the judge ranks them at all and whether the attacks in a group moved the clean ones.
+ropd's code-checked criterion (5 points) that the final answer equals the item's answer, as `consensus_criterion` adds
+it when the teachers agree (ropd.scoring.score_verdicts, the item's answer standing in for the teacher answers).
+Each condition also judges the two clean answers alone (a pair), which shows whether the judge ranks them at all
+and whether the attacks in a group moved the clean ones.
 A judge that gives every answer full marks cannot be raised: read the rates next to the clean pair ranking.
 
 The judge is a packaged model served by `ropd serve` on loopback (JSON-schema constrained, temperature
@@ -43,9 +44,10 @@ from types import SimpleNamespace
 
 from ropd.cache import ResultCache
 from ropd.config import EndpointConfig, JudgeConfig
-from ropd.judge import check_verdicts, judge_verdicts, rubric_reward, shuffled_order, verdict_schema, with_consensus
+from ropd.judge import check_verdicts, shuffled_order, verdict_schema
 from ropd.llm import LLMClient, LLMError
 from ropd.prompts import VERIFIER_VARIABLES, boundary_code, load_template
+from ropd.scoring import score_group, score_verdicts
 from ropd.serve import local_server
 from ropd.testing.injection_attacks import ATTACKS
 from ropd.types import JudgeOutput, Rubric
@@ -155,9 +157,13 @@ async def judge_before(client: LLMClient, question: str, rubric: Rubric, answers
 async def judge_after(
     client: LLMClient, question: str, rubric: Rubric, answers: list[str], seed: str, mode: str = "group", evidence: bool = False
 ) -> list[list[bool]]:
-    """ropd's judge path as `ropd train` runs it (mode "single": one call per answer; evidence: judge.expected_evidence)."""
+    """ropd's group scoring as `ropd train` runs it, on the item's own rubric (ropd.scoring.score_group): the judge's
+    booleans per answer (mode "single": one call per answer; evidence: judge.expected_evidence)."""
     cfg = JudgeConfig(mode=mode, expected_evidence=evidence)
-    return [v.met for v in await judge_verdicts(client, question, rubric, answers, cfg, seed)]
+    outcome = await score_group(question, [], answers, cfg, None, client, seed=seed, rubric=rubric)
+    if outcome.error is not None:
+        raise LLMError(outcome.error)
+    return [v.met for v in outcome.verdicts]
 
 
 JUDGES = {"before": judge_before, "after": judge_after, "evidence": partial(judge_after, evidence=True)}
@@ -217,13 +223,14 @@ async def run_all(client: LLMClient, items: list[dict]) -> list[dict]:
 
 
 def rewards_of(record: dict, item: dict, index: int, code_check: bool) -> dict[str, float]:
-    """Each answer's reward from the judge's booleans; with `code_check`, plus ropd's code-checked criterion that the
-    final answer equals the reference (judge.consensus_criterion, here with the item's answer as the consensus)."""
+    """Each answer's reward from the judge's booleans (ropd.scoring.score_verdicts); with `code_check`, plus ropd's
+    code-checked criterion that the final answer equals the reference (judge.consensus_criterion, the item's answer
+    standing in for the teacher answers, whose majority final answer it is)."""
     answers = answers_for(record["kind"], item, index)
-    names, met, rubric = list(record["met"]), list(record["met"].values()), item["rubric"]
-    if code_check:
-        rubric, met = with_consensus(rubric, met, [answers[n] for n in names], item["value"], CODE_CHECK_POINTS)
-    return {name: rubric_reward(rubric, m) for name, m in zip(names, met, strict=True)}
+    names, met = list(record["met"]), list(record["met"].values())
+    cfg = JudgeConfig(consensus_criterion=code_check, consensus_points=CODE_CHECK_POINTS, verifiable_criteria=False, evidence_check=False)
+    scored = score_verdicts(item["rubric"], met, [answers[n] for n in names], [item["value"]], cfg)
+    return dict(zip(names, scored.rewards, strict=True))
 
 
 def summarise(records: list[dict], items: list[dict]) -> dict:

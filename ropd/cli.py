@@ -137,23 +137,26 @@ def cmd_judge(args: argparse.Namespace) -> int:
     booleans that count, one per criterion of the scored rubric), "judge_verdicts" (the judge's own booleans),
     "criteria" (ids of the scored rubric: a consensus criterion is appended when added) and "decided_by" (per criterion:
     judge, evidence, target or consensus)."""
-    from ropd.judge import JudgeRequest, judge_verdicts
+    from ropd.judge import JudgeRequest
     from ropd.llm import LLMError
-    from ropd.scoring import score_verdicts
+    from ropd.scoring import score_group
 
     request = load_request(args.input, JudgeRequest)
     cfg, aliases = _judge_config(args, "verifier_template")
     client = _client(cfg, "judge", args.cache, aliases)
-    try:
-        verdicts = asyncio.run(judge_verdicts(client, request.question, request.rubric, request.answers, cfg, seed=args.seed))
-    except LLMError as exc:
-        return _fail(exc)
-    scored = score_verdicts(request.rubric, verdicts, request.answers, request.teacher_answers, cfg, request.question)
+    answers_only = cfg.model_copy(update={"score_teacher_answers": False})  # the teacher answers ground the checks only
+    group = score_group(
+        request.question, request.teacher_answers, request.answers, answers_only, None, client, seed=args.seed, rubric=request.rubric
+    )
+    outcome = asyncio.run(group)
+    if outcome.error is not None or outcome.scored is None:
+        return _fail(LLMError(outcome.error))
+    scored = outcome.scored
     _print_json(
         {
             "rewards": scored.rewards,
             "verdicts": scored.met,
-            "judge_verdicts": [v.met for v in verdicts],
+            "judge_verdicts": [v.met for v in outcome.verdicts],
             "criteria": [c.id for c in scored.rubric.criteria],
             "decided_by": scored.decided_by,
         }

@@ -3,14 +3,15 @@
 Answers are shuffled deterministically (seeded by the caller, e.g. prompt id and step), labelled
 Answer 1..N, and embedded between boundary lines the answers cannot forge. The reply must hold one
 verdict per label with one boolean per criterion; anything else is re-asked. Verdicts are mapped
-back to input order, and the reward is computed here from the booleans: any total the judge
+back to input order; the reward is computed from the booleans (ropd.scoring): any total the judge
 reports is ignored.
 
 Modes (`judge.mode`): "group" judges the whole group in one call (as published); "single" makes one
 call per answer; "consistency" draws `consistency_samples` verdicts per call (one request with `n`)
 and decides each criterion by majority. Criteria are model-written text too: each is neutralised to one
 line (`embed_line`) before the judge sees it. Turning verdicts into rewards, with the code checks
-(verifiable targets, evidence check, consensus criterion), is ropd.scoring's `score_verdicts`.
+(verifiable targets, evidence check, consensus criterion), is ropd.scoring's `score_verdicts`, and a
+whole group (rubric, verdicts, rewards) is its `score_group`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from ropd.answers import answer_text
 from ropd.config import EndpointConfig, JudgeConfig
 from ropd.llm import extract_json
 from ropd.prompts import VERIFIER_VARIABLES, LabelledText, boundary_code, embed_line, load_template
-from ropd.rubrics import CRITERION_MAX_CHARS, consensus_criterion, meets_consensus
-from ropd.scoring import rubric_reward as rubric_reward  # re-exported: callers import it from here
+from ropd.rubrics import CRITERION_MAX_CHARS
 from ropd.targets import clean_target
 from ropd.types import Criterion, JudgeOutput, Rubric, Verdict
 
@@ -261,14 +261,6 @@ async def judge_verdicts(
     for position, original in enumerate(order):
         verdicts[original] = flat[position]
     return verdicts  # type: ignore[return-value]
-
-
-def with_consensus(
-    rubric: Rubric, met: list[list[bool]], answers: list[str], consensus: str, points: int
-) -> tuple[Rubric, list[list[bool]]]:
-    """The rubric plus the code-checked consensus criterion (last), and each answer's booleans with its check appended."""
-    extended = Rubric(criteria=[*rubric.criteria, consensus_criterion(rubric, consensus, points)])
-    return extended, [[*m, meets_consensus(a, consensus)] for m, a in zip(met, answers, strict=True)]
 
 
 async def judge_answers(

@@ -5,9 +5,9 @@
    `ropd.answers.is_correct` against the prompt's reference answer. Prompts without at least one
    correct and one incorrect answer are dropped and counted. The teacher answers the rubricator
    contrasts them with come from a model, or from the dataset's worked solutions ("reference").
-2. Per judging mode, as training does it: the rubricator writes a rubric per item (cached, so every
-   mode sees the same rubric), the judge checks every answer, and ropd.scoring.score_verdicts (the
-   function training uses) computes the rewards. One row per combination of the code checks the config
+2. Per judging mode, as training does it (ropd.scoring.score_group, the path training uses): the
+   rubricator writes a rubric per item (cached, so every mode sees the same rubric), the judge checks
+   every answer, and ropd.scoring.score_verdicts computes the rewards. One row per combination of the code checks the config
    allows, from the same verdicts, so the extra rows cost no judge call: the judge's booleans alone,
    + verifiable targets (when `verifiable_criteria` is on), + evidence check (when `evidence_check`
    is on), each with and without the consensus criterion. `as_configured` marks the row training computes.
@@ -35,13 +35,13 @@ from ropd.answers import is_correct
 from ropd.cache import ResultCache
 from ropd.config import EndpointConfig, JudgeConfig, ModelAlias, redact_url
 from ropd.data import REASONING_GYM, DataError
-from ropd.judge import JudgeTally, judge_endpoint, judge_verdicts
-from ropd.llm import LLMClient, LLMError
+from ropd.judge import JudgeTally, judge_endpoint
+from ropd.llm import LLMClient
 from ropd.models import is_local, local_identity
 from ropd.prompts import RUBRIC_VARIABLES, VERIFIER_VARIABLES, load_template
 from ropd.quality import pair_counts, roc_auc
-from ropd.rubrics import consensus_answer, induce_rubric
-from ropd.scoring import ScoredGroup, score_verdicts
+from ropd.rubrics import consensus_answer
+from ropd.scoring import ScoredGroup, score_group, score_verdicts
 from ropd.types import PromptRow, Rubric, Verdict
 
 MODES = ("group", "single", "consistency")
@@ -422,17 +422,14 @@ async def measure_item(
     rubricator = LLMClient(endpoint, role="rubricator", **common)
     judge = LLMClient(judge_endpoint(endpoint, cfg), role="judge", **common)
     texts = [c.text for c in item.candidates]
-    result = ItemResult(id=item.id)
     tally = JudgeTally()
+    measured = cfg.model_copy(update={"score_teacher_answers": False})  # the candidates' rewards only
     try:
-        result.rubric = await induce_rubric(rubricator, item.question, item.teacher_answers, texts, cfg)
-        verdicts = await judge_verdicts(judge, item.question, result.rubric, texts, cfg, seed=item.id, tally=tally)
-        result.verdicts = verdicts
-    except LLMError as exc:
-        result.error = str(exc)
+        outcome = await score_group(item.question, item.teacher_answers, texts, measured, rubricator, judge, seed=item.id, tally=tally)
     finally:
         await rubricator.aclose()
         await judge.aclose()
+    result = ItemResult(id=item.id, rubric=outcome.rubric, verdicts=outcome.verdicts or None, error=outcome.error)
     usage = judge.usage
     result.judge_calls = _judge_calls(cfg, len(texts)) + tally.fallbacks
     if cfg.mode == "consistency":  # validity of the sampled verdicts (a fallback call's re-asks are not counted)

@@ -6,8 +6,8 @@
 Per prompt group: k teacher answers (cached) -> a rubric induced from teacher answers and student
 rollouts (or reused, per `judge.rubric_refresh`) -> one batched judge call over the rollouts (the
 teacher answers, when `judge.score_teacher_answers` is on, in call(s) of their own) -> the code
-checks and reward = sum(points of met criteria) / sum(points), both by
-ropd.scoring.score_verdicts, the path `ropd judge` and judge-eval use too. Groups are scored
+checks and reward = sum(points of met criteria) / sum(points): all of it after the teacher answers is
+ropd.scoring.score_group, the path `ropd judge`, judge-eval and the experiments use too. Groups are scored
 concurrently. On several processes (accelerate, DDP) a call first gathers every process's rollouts, so each prompt
 group is scored whole, once, by one process, and every process gets every group's outcome back (`Processes`): TRL
 may split a group's rollouts across processes, but no rubric or verdict ever sees part of a group, every process
@@ -39,12 +39,12 @@ from rich.console import Console
 from ropd.answers import answer_text, completion_text, is_correct
 from ropd.config import EndpointConfig, JudgeConfig, RunConfig
 from ropd.data import prompt_id
-from ropd.judge import judge_endpoint, judge_verdicts
+from ropd.judge import judge_endpoint
 from ropd.llm import LLMClient, LLMError
 from ropd.models import is_local, local_identity
 from ropd.quality import pair_counts, roc_auc
-from ropd.rubrics import RubricStore, induce_rubric
-from ropd.scoring import ScoredGroup, decision_counts, score_verdicts
+from ropd.rubrics import RubricStore
+from ropd.scoring import ScoredGroup, decision_counts, score_group
 from ropd.teacher import TeacherError, build_teacher_pool, needs_local_server
 from ropd.types import Criterion, GroupScore, PromptRow, Rubric, Usage, Verdict
 
@@ -278,61 +278,54 @@ class RubricReward:
         run.teacher_correct = [is_correct(text, reference, task, metadata) for text in run.teacher_answers]
 
     async def score_group(self, row: PromptRow, rollouts: list[str], step: int, indices: list[int] | None = None) -> GroupRun:
-        """Teacher answers -> rubric (induced or reused) -> verdicts for one prompt group."""
-        cfg = self.judge_config
+        """Teacher answers -> rubric (induced or reused) -> verdicts for one prompt group (ropd.scoring.score_group)."""
         run = GroupRun(score=GroupScore(prompt_id=row.id), indices=indices if indices is not None else list(range(len(rollouts))))
         run.question, run.rollouts = row.question, list(rollouts)
-        phase = "teacher"
         try:
             clock = time.monotonic()
             references = [a for a in await self.teacher.answers(row) if answer_text(a)]
             run.seconds["teacher"] = time.monotonic() - clock
             if not references:
                 raise TeacherError(f"no usable teacher answer for prompt '{row.id}' (all empty after the last </think>)")
-            run.teacher_answers = references
-
-            phase, clock = "rubric", time.monotonic()
-            rubric = self.store.get(row.id, step)
-            run.rubric_reused = rubric is not None
-            if rubric is None:
-                rubric = await induce_rubric(self.rubric_client, row.question, references, rollouts, cfg)
-                self.store.put(row.id, step, rubric)
-            run.rubric = rubric
-            run.seconds["rubric"] = time.monotonic() - clock
-
-            phase, clock = "judge", time.monotonic()
-            seed = f"{row.id}:{step}"
-            calls = [judge_verdicts(self.judge_client, row.question, rubric, rollouts, cfg, seed=seed)]
-            if cfg.score_teacher_answers:  # their own call(s): the rollouts' call never holds them
-                calls.append(judge_verdicts(self.judge_client, row.question, rubric, references, cfg, seed=f"{seed}:teacher"))
-            results = await asyncio.gather(*calls, return_exceptions=True)
-            run.seconds["judge"] = time.monotonic() - clock
-            if isinstance(results[0], BaseException):
-                raise results[0]
         except (LLMError, TeacherError) as exc:
-            run.failed_phase = phase
-            run.score.error = f"{phase}: {exc}"
-            log.warning("prompt '%s': no reward for its %d rollouts this step (%s)", row.id, len(rollouts), run.score.error)
-            return run
-        verdicts: list[Verdict] = results[0]  # type: ignore[assignment]
-        run.verdicts = list(verdicts)
-        run.scored = score_verdicts(rubric, verdicts, rollouts, references, cfg, row.question)
+            return self._failed(run, "teacher", str(exc))
+        run.teacher_answers = references
+        reused = self.store.get(row.id, step)
+        outcome = await score_group(
+            row.question,
+            references,
+            rollouts,
+            self.judge_config,
+            self.rubric_client,
+            self.judge_client,
+            seed=f"{row.id}:{step}",
+            rubric=reused,
+        )
+        run.rubric, run.rubric_reused = outcome.rubric, outcome.rubric_reused
+        if outcome.rubric is not None and not outcome.rubric_reused:
+            self.store.put(row.id, step, outcome.rubric)
+        run.seconds.update(outcome.seconds)
+        if outcome.failed_phase is not None or outcome.scored is None:
+            return self._failed(run, outcome.failed_phase or "judge", outcome.error or "no verdicts")
+        run.verdicts, run.scored = outcome.verdicts, outcome.scored
         run.score = GroupScore(
             prompt_id=row.id,
             rewards=run.scored.rewards,
             verdicts=run.scored.met,
             rubric=run.scored.rubric,
             decided_by=list(run.scored.decided_by),
+            teacher_scores=outcome.teacher_scores,
         )
-        if len(results) > 1:
-            teacher_verdicts = results[1]
-            if isinstance(teacher_verdicts, LLMError):  # diagnostics only: the rollouts keep their rewards
-                log.warning("prompt '%s': teacher answers not scored (%s)", row.id, teacher_verdicts)
-            elif isinstance(teacher_verdicts, BaseException):
-                raise teacher_verdicts
-            else:
-                run.score.teacher_scores = score_verdicts(rubric, teacher_verdicts, references, references, cfg, row.question).rewards
-        run.final_answers = [_evidence(v.model_extra) for v in verdicts]
+        if outcome.teacher_error is not None:
+            log.warning("prompt '%s': teacher answers not scored (%s)", row.id, outcome.teacher_error)
+        run.final_answers = [_evidence(v.model_extra) for v in outcome.verdicts]
+        return run
+
+    def _failed(self, run: GroupRun, phase: str, error: str) -> GroupRun:
+        """A group that got no reward: the phase that failed and why, logged."""
+        run.failed_phase = phase
+        run.score.error = f"{phase}: {error}"
+        log.warning("prompt '%s': no reward for its %d rollouts this step (%s)", run.score.prompt_id, len(run.rollouts), run.score.error)
         return run
 
     def metrics(self, runs: list[GroupRun]) -> dict[str, float]:

@@ -1,4 +1,9 @@
-"""From the judge's verdicts to rewards: the one path that training (ropd.reward), `ropd judge` and judge-eval share.
+"""Scoring a group of answers: the one path that training (ropd.reward), `ropd judge`, judge-eval and the experiments share.
+
+`score_group` takes a question, its teacher answers, the student's answers (rollouts), the rubric settings
+(JudgeConfig) and the rubricator and judge clients: it induces a rubric (or reuses one it is given), asks
+the judge for verdicts, and scores them with `score_verdicts`. With `score_teacher_answers` it also
+judges the teacher answers, in calls of their own, for diagnostics.
 
 `score_verdicts` takes a rubric, the judge's verdicts (one per answer, rubric order), the answers, the
 teacher answers and the JudgeConfig, and decides every criterion in this order:
@@ -21,16 +26,23 @@ rubric, which of "judge", "evidence", "target", "consensus" decided it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ropd.answers import answers_match
 from ropd.config import JudgeConfig
-from ropd.rubrics import consensus_answer, consensus_criterion, meets_consensus
+from ropd.judge import JudgeTally, judge_verdicts
+from ropd.llm import LLMError
+from ropd.rubrics import consensus_answer, consensus_criterion, induce_rubric, meets_consensus
 from ropd.targets import clean_target, ground_target, meets_target, occurs_in
 from ropd.types import Rubric, Verdict
+
+if TYPE_CHECKING:
+    from ropd.llm import LLMClient
 
 Source = Literal["judge", "evidence", "target", "consensus"]
 
@@ -138,3 +150,72 @@ def decision_counts(groups: Sequence[ScoredGroup]) -> dict[str, Any]:
         "consensus": sum(g.count("consensus") for g in groups) / n,
         "dropped_targets": sum(len(g.dropped_targets) for g in groups) / n,
     }
+
+
+# --- a whole group: rubric, verdicts, rewards -------------------------------------------------------------
+
+
+@dataclass
+class GroupOutcome:
+    """What scoring one group gave: the rubric, the judge's verdicts and the scored group, or the phase that failed."""
+
+    rubric: Rubric | None = None  # as induced or reused, also when judging then failed
+    rubric_reused: bool = False
+    verdicts: list[Verdict] = field(default_factory=list)  # the judge's own, per rollout, evidence fields included
+    scored: ScoredGroup | None = None  # the rewards, with how each criterion was decided
+    teacher_scores: list[float] = field(default_factory=list)  # with score_teacher_answers, when that call succeeded
+    teacher_error: str | None = None  # why the teacher answers were not scored (the rollouts keep their rewards)
+    failed_phase: Literal["rubric", "judge"] | None = None
+    error: str | None = None  # the LLMError of the failed phase
+    seconds: dict[str, float] = field(default_factory=dict)  # per phase ("rubric", "judge") that ran to its end
+
+
+async def score_group(
+    question: str,
+    teacher_answers: list[str],
+    rollouts: list[str],
+    cfg: JudgeConfig,
+    rubricator: LLMClient | None,
+    judge: LLMClient,
+    *,
+    seed: int | str,
+    rubric: Rubric | None = None,
+    tally: JudgeTally | None = None,
+) -> GroupOutcome:
+    """Rubric (induced by `rubricator`, unless `rubric` is given), verdicts from `judge` and rewards for `rollouts`.
+
+    The rollouts are shuffled by `seed` for the judge; the teacher answers, judged only with
+    `cfg.score_teacher_answers`, by f"{seed}:teacher". A rubricator or judge call that fails after all
+    retries and re-asks ends the group with `failed_phase` and `error` set, never raises; a failed
+    teacher-answer call only sets `teacher_error`.
+    """
+    outcome = GroupOutcome(rubric=rubric, rubric_reused=rubric is not None)
+    phase, clock = "rubric", time.monotonic()
+    try:
+        if rubric is None:
+            if rubricator is None:
+                raise ValueError("score_group needs a rubricator client when no rubric is given")
+            rubric = outcome.rubric = await induce_rubric(rubricator, question, teacher_answers, rollouts, cfg)
+        outcome.seconds["rubric"] = time.monotonic() - clock
+        phase, clock = "judge", time.monotonic()
+        calls = [judge_verdicts(judge, question, rubric, rollouts, cfg, seed=seed, tally=tally)]
+        if cfg.score_teacher_answers:  # their own call(s): the rollouts' call never holds them
+            calls.append(judge_verdicts(judge, question, rubric, teacher_answers, cfg, seed=f"{seed}:teacher"))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        outcome.seconds["judge"] = time.monotonic() - clock
+        if isinstance(results[0], BaseException):
+            raise results[0]
+    except LLMError as exc:
+        outcome.failed_phase, outcome.error = phase, str(exc)  # type: ignore[assignment]
+        return outcome
+    outcome.verdicts = list(results[0])  # type: ignore[arg-type]
+    outcome.scored = score_verdicts(rubric, outcome.verdicts, rollouts, teacher_answers, cfg, question)
+    if len(results) > 1:
+        teacher_verdicts = results[1]
+        if isinstance(teacher_verdicts, LLMError):  # diagnostics only: the rollouts keep their rewards
+            outcome.teacher_error = str(teacher_verdicts)
+        elif isinstance(teacher_verdicts, BaseException):
+            raise teacher_verdicts
+        else:
+            outcome.teacher_scores = score_verdicts(rubric, teacher_verdicts, teacher_answers, teacher_answers, cfg, question).rewards
+    return outcome
