@@ -21,8 +21,7 @@ from typing import Any
 import openai
 
 from ropd.config import EndpointConfig, redact_url
-
-PLACEHOLDER_KEY = "EMPTY"
+from ropd.transport import PLACEHOLDER_KEY
 
 
 class TeacherLogprobsError(RuntimeError):

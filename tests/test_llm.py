@@ -214,7 +214,7 @@ def test_a_400_that_is_not_about_response_format_fails_without_degrading_the_cli
         with pytest.raises(LLMError, match="400"):
             asyncio.run(client.chat_json(QUESTION, Answer))
     assert len(server.requests) == 3
-    assert client._json_mode == 0
+    assert client.structured.mode == 0  # still json_schema
 
 
 def test_a_verdict_with_only_answer_and_met_is_accepted():
