@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -118,24 +119,34 @@ def packaged_gguf(key: str) -> Path:
     if len(paths) == 1:
         _check_sha256_once(paths[0], spec.sha256, key)
         return paths[0]
-    out = ropd_home() / "models" / f"{key}.gguf"
-    if out.is_file():
+    return made_once(ropd_home() / "models" / f"{key}.gguf", lambda path: _join_parts(paths, path, spec.sha256, key))
+
+
+def _join_parts(parts: list[Path], out: Path, sha256: str, key: str) -> None:
+    """Concatenate a packaged model's parts into `out`, checking the sha256 of the whole."""
+    digest = hashlib.sha256()
+    with out.open("wb") as sink:
+        for path in parts:
+            with path.open("rb") as source:
+                while chunk := source.read(1 << 22):
+                    digest.update(chunk)
+                    sink.write(chunk)
+    if digest.hexdigest() != sha256:
+        raise ModelError(f"packaged model '{key}' fails its sha256 check ({digest.hexdigest()} != {sha256}); reinstall its wheels")
+
+
+def made_once(out: Path, make: Callable[[Path], None]) -> Path:
+    """`out`, made by `make(path)` the first time only: under a file lock (one maker across processes), into a
+    temporary path beside it, then moved into place, so `out` never exists half-made."""
+    if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out) + ".lock"):
-        if out.is_file():
-            return out
-        with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".partial", delete=False) as sink:
-            digest = hashlib.sha256()
-            for path in paths:
-                with path.open("rb") as source:
-                    while chunk := source.read(1 << 22):
-                        digest.update(chunk)
-                        sink.write(chunk)
-        if digest.hexdigest() != spec.sha256:
-            Path(sink.name).unlink()
-            raise ModelError(f"packaged model '{key}' fails its sha256 check ({digest.hexdigest()} != {spec.sha256}); reinstall its wheels")
-        Path(sink.name).replace(out)
+        if not out.exists():
+            with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+                partial = Path(tmp) / out.name
+                make(partial)
+                shutil.move(str(partial), out)
     return out
 
 
@@ -158,18 +169,7 @@ def _check_sha256_once(path: Path, expected: str, key: str) -> None:
 
 def ensure_packaged(key: str) -> Path:
     """Convert a packaged GGUF model to safetensors once (for training and white-box use); return its folder."""
-    out = ropd_home() / "models" / key
-    if (out / "config.json").is_file():
-        return out
-    gguf = packaged_gguf(key)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out) + ".lock"):
-        if (out / "config.json").is_file():
-            return out
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            _convert_gguf(gguf, Path(tmp) / "hf")
-            shutil.move(str(Path(tmp) / "hf"), out)
-    return out
+    return made_once(ropd_home() / "models" / key, lambda path: _convert_gguf(packaged_gguf(key), path))
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
@@ -189,37 +189,31 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
 def ensure_tiny_random(seed: int = 0) -> Path:
     """A tiny random-weight Llama sharing SmolLM2's tokenizer (so teacher and student vocabularies match)."""
-    out = ropd_home() / "models" / f"tiny-random-{seed}"
-    if (out / "config.json").is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out) + ".lock"):
-        if (out / "config.json").is_file():
-            return out
-        import torch
-        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    return made_once(ropd_home() / "models" / f"tiny-random-{seed}", lambda path: _build_tiny_random(seed, path))
 
-        tokenizer = AutoTokenizer.from_pretrained(ensure_packaged("smollm2-135m"))
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=2048,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            tie_word_embeddings=True,
-        )
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            model.save_pretrained(tmp + "/m")
-            tokenizer.save_pretrained(tmp + "/m")
-            shutil.move(tmp + "/m", out)
-    return out
+
+def _build_tiny_random(seed: int, out: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_packaged("smollm2-135m"))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 # --- what produced a result: fingerprints of local weights ----------------------------------------

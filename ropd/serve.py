@@ -33,10 +33,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from filelock import FileLock
-
 from ropd.config import ModelAlias
-from ropd.models import ModelError, local_path, packaged_gguf, resolve_model, ropd_home, weights_fingerprint
+from ropd.models import ModelError, local_path, made_once, packaged_gguf, resolve_model, ropd_home, weights_fingerprint
 
 log = logging.getLogger("ropd.serve")
 
@@ -137,28 +135,21 @@ def convert_to_gguf(folder: Path, outtype: str = "f16") -> Path:
     Keyed by a fingerprint of the weights, so a retrained model in the same folder gets a new file.
     """
     out = ropd_home() / "gguf" / f"{weights_fingerprint(folder)[:20]}-{outtype}.gguf"
-    if out.is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out) + ".lock"):
-        if out.is_file():
-            return out
-        script = converter_script()
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            partial = Path(tmp) / out.name
-            command = [sys.executable, str(script), str(folder), "--outfile", str(partial), "--outtype", outtype]
-            log.info("converting %s to GGUF (%s) for llama.cpp", folder, outtype)
-            env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}  # the converter's own gguf-py, not the installed one
-            done = subprocess.run(command, capture_output=True, text=True, env=env)
-            if done.returncode != 0 or not partial.is_file():
-                tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
-                raise ServeError(
-                    f"llama.cpp cannot convert {folder} to GGUF, so it cannot serve it on the CPU (unsupported architecture?). "
-                    f"Serve it with vLLM on a GPU (`pip install vllm`, engine vllm), or run any OpenAI-compatible server "
-                    f"and pass its URL (--teacher-base-url / --judge-base-url). Converter output ends:\n{tail}"
-                )
-            partial.replace(out)
-    return out
+    return made_once(out, lambda path: _run_converter(folder, outtype, path))
+
+
+def _run_converter(folder: Path, outtype: str, out: Path) -> None:
+    command = [sys.executable, str(converter_script()), str(folder), "--outfile", str(out), "--outtype", outtype]
+    log.info("converting %s to GGUF (%s) for llama.cpp", folder, outtype)
+    env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}  # the converter's own gguf-py, not the installed one
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0 or not out.is_file():
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
+        raise ServeError(
+            f"llama.cpp cannot convert {folder} to GGUF, so it cannot serve it on the CPU (unsupported architecture?). "
+            f"Serve it with vLLM on a GPU (`pip install vllm`, engine vllm), or run any OpenAI-compatible server "
+            f"and pass its URL (--teacher-base-url / --judge-base-url). Converter output ends:\n{tail}"
+        )
 
 
 def gguf_file(model: str, models: dict[str, ModelAlias] | None = None, dtype: str = "auto") -> Path:
