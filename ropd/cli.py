@@ -249,7 +249,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         help="Weights of a Hugging Face model: llama.cpp converts it to f16 (auto), f32, bf16 or q8_0 (int8); vLLM takes "
         "the dtype as is. Packaged GGUF models are served as shipped.",
     )
-    p.add_argument("--threads", type=int, help="llama.cpp CPU threads (default: all cores).")
+    p.add_argument("--threads", type=int, help="llama.cpp CPU threads (default: the cores this process may use; see taskset).")
     p.add_argument("--slots", type=int, default=DEFAULT_SLOTS, help="llama.cpp: requests decoded together (each of n samples takes one).")
     p.add_argument("--slot-context", type=int, help="llama.cpp: context tokens per slot (default: min(8192, the model's)).")
     p.set_defaults(func=cmd_serve)

@@ -83,6 +83,18 @@ def converter_script() -> Path:
     return script
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: `taskset` and cpusets count), the engine's default threads.
+
+    llama.cpp's threads wait for each other at every step, so more threads than free cores slows it down many times
+    over: to share a machine between runs, pin each to its own cores (`taskset -c 0 ropd ...`).
+    """
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def vllm_available() -> bool:
     """True when vLLM is installed and a CUDA GPU is visible."""
     import importlib.util
@@ -193,7 +205,7 @@ def llama_server_command(
 ) -> list[str]:
     """llama-server's command line: the model's own chat template, `slots` parallel sequences, a context per slot."""
     context = slot_context or min(DEFAULT_SLOT_CONTEXT, trained_context(gguf) or DEFAULT_SLOT_CONTEXT)
-    threads = threads or os.cpu_count() or 1
+    threads = threads or available_cores()
     return [
         str(llama_server_binary()),
         "--model", str(gguf),

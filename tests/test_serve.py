@@ -324,3 +324,11 @@ def test_packaged_model_is_served_from_its_gguf_and_answers_sensibly():
         )
         assert isinstance(json.loads(reply.choices[0].message.content), dict)
     assert server_command("smollm2-135m", 1)[2].endswith("SmolLM2-135M-Instruct.Q4_1.gguf"), "served from the wheel's own file"
+
+
+def test_engine_threads_follow_the_cores_the_process_may_use(monkeypatch):
+    """A run pinned to one core (taskset) starts llama-server with one thread: more threads than cores stall it."""
+    monkeypatch.setattr(serve.os, "sched_getaffinity", lambda pid: {1})
+    command = server_command("tiny-random", 1234)
+    assert command[command.index("--threads") + 1] == "1" and command[command.index("--threads-batch") + 1] == "1"
+    assert server_command("tiny-random", 1234, threads=3)[command.index("--threads") + 1] == "3"
