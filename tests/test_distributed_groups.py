@@ -133,7 +133,6 @@ def test_two_processes_under_accelerate_score_each_split_group_once(tmp_path):
     scripted = Scripted()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env["CUDA_VISIBLE_DEVICES"] = ""  # two CPU processes (gloo), also on a machine with GPUs
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests"), env.get("PYTHONPATH")]))
     with ScriptedServer(scripted) as server:
         command = [
             *(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"),
