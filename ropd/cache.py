@@ -23,6 +23,7 @@ from typing import Any
 SCHEMA_VERSION = 1
 APPLICATION = "ropd-result-cache"
 SQLITE_MAGIC = b"SQLite format 3\x00"
+OPEN_ATTEMPTS = 5  # a transient error while another process writes the file is retried
 BUSY_TIMEOUT_MS = 60_000
 
 SCHEMA = """
@@ -161,15 +162,22 @@ class ResultCache:
             raise self._problem(f"is truncated ({size} bytes; its header says {pages} pages of {page_size})")
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None)
-        try:
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            raise self._problem(f"cannot be opened ({exc})") from None
-        return db
+        """Open the database in WAL mode. Another process writing it at that moment can make the first statements fail
+        with a transient error (seen as "database disk image is malformed" while two bench runs shared one cache), so a
+        failed open is tried again a few times before the file is reported as unusable."""
+        for attempt in range(OPEN_ATTEMPTS):
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None)
+            try:
+                db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = FULL")
+                return db
+            except sqlite3.DatabaseError as exc:
+                db.close()
+                if attempt == OPEN_ATTEMPTS - 1:
+                    raise self._problem(f"cannot be opened ({exc})") from None
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def _check_schema(self) -> None:
         try:

@@ -146,3 +146,34 @@ def test_concurrent_writers_in_two_processes_and_threads_lose_nothing(tmp_path):
         assert stats["rows"] == 2 * 150 + 3 * 50
         assert cache.get(ResultCache.make_key(worker=1, i=149)) == {"text": "1-149"}
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("shared.sqlite")) == []  # no temporary files left
+
+
+def test_a_transient_error_on_open_is_tried_again(tmp_path, monkeypatch):
+    """Another process writing the file can make opening fail once; the cache retries instead of calling the file bad."""
+    import ropd.cache as cache_module
+
+    path = tmp_path / "cache.sqlite"
+    ResultCache(path).close()
+    real_connect, failures = sqlite3.connect, []
+
+    class Flaky:
+        def __init__(self, db):
+            self.db = db
+
+        def execute(self, sql, *args):
+            if not failures:
+                failures.append(sql)
+                raise sqlite3.DatabaseError("database disk image is malformed")
+            return self.db.execute(sql, *args)
+
+        def close(self):
+            self.db.close()
+
+    def connect(*args, **kwargs):
+        return real_connect(*args, **kwargs) if failures else Flaky(real_connect(*args, **kwargs))
+
+    monkeypatch.setattr(cache_module.sqlite3, "connect", connect)
+    monkeypatch.setattr(cache_module.time, "sleep", lambda seconds: None)
+    with ResultCache(path) as cache:
+        cache.put("k", "teacher", {"text": "x"}, {}, "fp")
+    assert failures, "the first open should have failed once"
