@@ -357,6 +357,25 @@ def ropd_teacher_tokens(batches: int, prompts_per_step: int, tokens_per_prompt: 
     return round(sum(tokens_per_prompt.values()) * seen / len(tokens_per_prompt))
 
 
+def arm_fingerprint(bench: BenchConfig, config: RunConfig) -> str:
+    """What makes an arm's result: its run config, the evaluation settings and how often it is evaluated."""
+    return fingerprint({"run": config.model_dump(mode="json"), "eval": bench.eval.model_dump(), "every": bench.eval_every})
+
+
+def finished_arm(bench: BenchConfig, method: str, seed: int) -> ArmResult | None:
+    """The arm's saved result when it finished with these settings; None when it has not finished.
+
+    A finished arm made with other settings is an error: its folder would be overwritten."""
+    config = arm_config(bench, method, seed)
+    done = Path(config.output.dir) / "arm.json"
+    if not done.is_file():
+        return None
+    saved = ArmResult.model_validate_json(done.read_text())
+    if saved.fingerprint != arm_fingerprint(bench, config):
+        raise ConfigError(f"{done} was made with other settings than this bench config; choose another output_dir or remove it")
+    return saved
+
+
 def run_arm(
     bench: BenchConfig,
     method: str,
@@ -370,16 +389,13 @@ def run_arm(
     from ropd.training import train
 
     config = arm_config(bench, method, seed)
-    key = fingerprint({"run": config.model_dump(mode="json"), "eval": bench.eval.model_dump(), "every": bench.eval_every})
+    key = arm_fingerprint(bench, config)
     out = Path(config.output.dir)
-    done = out / "arm.json"
-    if done.is_file():
-        saved = ArmResult.model_validate_json(done.read_text())
-        if saved.fingerprint == key:
-            console.print(f"{method} seed {seed}: finished earlier, read back from {done}")
-            keep_step_records(out, Path(bench.output_dir) / "steps", f"{method}-seed{seed}")
-            return saved
-        raise ConfigError(f"{done} was made with other settings than this bench config; choose another output_dir or remove {out}")
+    saved = finished_arm(bench, method, seed)
+    if saved is not None:
+        console.print(f"{method} seed {seed}: finished earlier, read back from {out / 'arm.json'}")
+        keep_step_records(out, Path(bench.output_dir) / "steps", f"{method}-seed{seed}")
+        return saved
     if out.exists():
         console.print(f"{method} seed {seed}: unfinished arm in {out}, starting it over")
         shutil.rmtree(out)
@@ -392,7 +408,7 @@ def run_arm(
     train(config, callbacks=[callback])
     wall = time.perf_counter() - started
     result = summarise_arm(bench, config, method, seed, key, callback, step0, tokens_per_prompt, wall)
-    done.write_text(result.model_dump_json(indent=2) + "\n")
+    (out / "arm.json").write_text(result.model_dump_json(indent=2) + "\n")
     keep_step_records(out, Path(bench.output_dir) / "steps", f"{method}-seed{seed}")
     return result
 
@@ -401,9 +417,9 @@ def keep_step_records(arm_dir: Path, steps_dir: Path, name: str) -> None:
     """Copy an arm's per-step metrics, held-out curve and usage out of its folder (which holds weights and is not
     committed) into `steps/`, so the figures a report cites keep their evidence."""
     steps_dir.mkdir(parents=True, exist_ok=True)
-    for source, suffix in (("metrics.jsonl", "metrics.jsonl"), ("curve.jsonl", "curve.jsonl"), ("usage.json", "usage.json")):
+    for source in ("metrics.jsonl", "curve.jsonl", "usage.json", "groups.jsonl"):
         if (arm_dir / source).is_file():
-            shutil.copyfile(arm_dir / source, steps_dir / f"{name}-{suffix}")
+            shutil.copyfile(arm_dir / source, steps_dir / f"{name}-{source}")
 
 
 def summarise_arm(
@@ -607,8 +623,10 @@ def headline_by_seed(by_method: dict[str, list[ArmResult]]) -> dict[int, RatioRe
 # --- the bench -------------------------------------------------------------------------------------
 
 
-def run_bench(bench: BenchConfig, config_path: str | None = None) -> dict[str, Any]:
-    """Run (or resume) every arm, then write results.json, results.md and curves.png; return the results."""
+def run_bench(bench: BenchConfig, config_path: str | None = None, finished_only: bool = False) -> dict[str, Any]:
+    """Run (or resume) every arm, then write results.json, results.md and curves.png; return the results.
+
+    With `finished_only`, nothing is trained: the results cover the arms that have finished."""
     out = Path(bench.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.yaml").write_text(yaml.safe_dump(bench.model_dump(mode="json"), sort_keys=False))
@@ -619,10 +637,12 @@ def run_bench(bench: BenchConfig, config_path: str | None = None) -> dict[str, A
     teacher_eval = None
     if bench.evaluate_teacher:
         teacher_eval = evaluate_model(base.teacher.model, base, eval_prompts, bench.eval, out / "teacher_eval.json")
-    tokens_per_prompt = prefetch_teacher_answers(bench, bench.seeds[0]) if "ropd" in bench.methods else {}
+    tokens_per_prompt = prefetch_teacher_answers(bench, bench.seeds[0]) if "ropd" in bench.methods and not finished_only else {}
     arms: list[ArmResult] = []
     for seed in bench.seeds:  # seed-major: a budget cut short leaves every method with the same seeds done
         for method in bench.methods:
+            if finished_only and finished_arm(bench, method, seed) is None:
+                continue
             arms.append(run_arm(bench, method, seed, eval_prompts, step0, tokens_per_prompt))
             write_results(bench, arms, step0, teacher_eval, time.perf_counter() - started, config_path)
     return write_results(bench, arms, step0, teacher_eval, time.perf_counter() - started, config_path)

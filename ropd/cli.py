@@ -448,7 +448,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if getattr(args, name):
             overrides[name] = [v.strip() for v in getattr(args, name).split(",") if v.strip()]  # checked by BenchConfig
     bench = load_bench_config(args.config, overrides)
-    results = run_bench(bench, config_path=args.config)
+    results = run_bench(bench, config_path=args.config, finished_only=args.finished_only)
     h = results["headline"]
     err.print(f"headline: {h['status']}" + (f", ratio {h['ratio']:.2f}x" if h["ratio"] is not None else "") + f" ({h['note']})")
     out.print(str(Path(bench.output_dir) / "results.json"), highlight=False)
@@ -465,6 +465,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", help="Override the config's output_dir.")
     p.add_argument("--methods", help="Run only these of the config's methods now, comma-separated (a later full run reads them back).")
     p.add_argument("--seeds", help="Run only these seeds now, comma-separated.")
+    p.add_argument("--finished-only", action="store_true", help="Train nothing: write the results files from the arms that have finished.")
     p.set_defaults(func=cmd_bench)
 
 

@@ -113,9 +113,11 @@ def test_bench_runs_arms_writes_results_and_resumes(tmp_path, monkeypatch):
         assert len(server.requests) == judge_requests
         assert again["arms"] == results["arms"] and again["headline"] == results["headline"]
 
-        # An arm that did not finish is run again, from scratch, alone.
-        monkeypatch.undo()
+        # An arm that did not finish is left out of a results-only run, and run again, from scratch, alone, by a full one.
         (out / "arms" / "opd-seed0" / "arm.json").unlink()
+        partial = run_bench(bench, finished_only=True)
+        assert [a["method"] for a in partial["arms"]] == ["ropd"] and not partial["complete"]
+        monkeypatch.undo()
         calls = []
         real_train = ropd.training.train
 
