@@ -23,6 +23,9 @@ CONFIGS_DIR = PACKAGE_DIR / "configs"
 DEFAULT_CONFIG = CONFIGS_DIR / "default.yaml"
 
 
+ServeEngine = Literal["auto", "llama.cpp", "vllm"]  # what serves a local model: see ropd.serve
+
+
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the field and its source."""
 
@@ -58,7 +61,7 @@ class EndpointConfig(_Section):
     max_concurrency: int = Field(default=32, ge=1, description="Requests in flight at once.")
     requests_per_minute: float | None = Field(default=None, gt=0, description="Request rate limit (unset: none).")
     tokens_per_minute: float | None = Field(default=None, gt=0, description="Token rate limit, prompt plus completion (unset: none).")
-    serve_engine: Literal["auto", "llama.cpp", "vllm"] = Field(
+    serve_engine: ServeEngine = Field(
         default="auto",
         description="Engine of the loopback server ropd starts when this model is local: llama.cpp (llama-server, GGUF, CPU) or "
         "vLLM (Hugging Face models, GPU); auto = vLLM for a Hugging Face model when a GPU and vLLM are there, else llama.cpp.",

@@ -26,20 +26,19 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
-from ropd.config import ModelAlias
+from ropd.config import ModelAlias, ServeEngine
 from ropd.models import ModelError, local_path, made_once, packaged_gguf, resolve_model, ropd_home, weights_fingerprint
 
 log = logging.getLogger("ropd.serve")
 
-Engine = Literal["auto", "llama.cpp", "vllm"]
-ENGINES: tuple[str, ...] = ("auto", "llama.cpp", "vllm")
+ENGINES: tuple[str, ...] = typing.get_args(ServeEngine)
 
 # serve_dtype -> the GGUF type a Hugging Face folder is converted to for llama.cpp
 GGUF_TYPES = {"auto": "f16", "float32": "f32", "bfloat16": "bf16", "float16": "f16", "int8": "q8_0"}
