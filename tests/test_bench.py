@@ -184,7 +184,7 @@ def test_mean_curve_averages_seeds_with_min_and_max():
 
 
 def test_headline_per_seed_shows_what_the_mean_curves_hide():
-    from ropd.bench import _per_seed_headline, headline, headline_by_seed
+    from ropd.bench_report import _per_seed_headline, headline, headline_by_seed
 
     by_method = {
         "opd": [finished_arm("opd", 0, [0.0, 0.4, 0.4]), finished_arm("opd", 1, [0.0, 0.2, 0.4])],
