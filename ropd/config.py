@@ -8,6 +8,7 @@ naming the field and where it came from.
 from __future__ import annotations
 
 import argparse
+import json
 import types
 import typing
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PACKAGE_DIR = Path(__file__).resolve().parent  # the installed `ropd` package: templates, configs and the model table ship in it
 PACKAGE_ROOT = PACKAGE_DIR.parent  # the source checkout (experiments/, tests/); meaningless for an installed wheel
@@ -95,8 +96,24 @@ class TeacherConfig(EndpointConfig):
     )
 
 
+PUBLISHED_JUDGE: dict[str, Any] = {
+    "chunk_size": None,
+    "expected_evidence": False,
+    "evidence_check": False,
+    "verifiable_criteria": False,
+    "consensus_criterion": False,
+}
+"""The judge settings of the published ROPD recipe (the whole group in one call, the judge's booleans only), where
+`JudgeConfig`'s defaults differ: `JudgeConfig(**PUBLISHED_JUDGE)`, or these keys under `judge:` in a YAML config."""
+
+
 class JudgeConfig(EndpointConfig):
-    """The LLM that writes rubrics (rubricator) and checks answers against them (judge)."""
+    """The LLM that writes rubrics (rubricator) and checks answers against them (judge).
+
+    Defaults are the setup that ranked answers best in `ropd judge-eval` (README, Reward quality): 4 answers per
+    judge call, evidence first with its check, verifiable targets and the consensus criterion. The published recipe
+    is `chunk_size: null` and the four checks off.
+    """
 
     model: str | None = Field(  # type: ignore[assignment]
         default=None,
@@ -125,7 +142,10 @@ class JudgeConfig(EndpointConfig):
         default="step", description="When to induce a new rubric: every step (as published), once per prompt, or every N steps."
     )
     chunk_size: int | None = Field(
-        default=None, ge=1, description="Judge at most this many answers per call (unset: the whole group in one call)."
+        default=4,
+        ge=1,
+        description="Judge at most this many answers per call (unset: the whole group in one call, as published; a small "
+        "judge flattens larger groups).",
     )
     score_teacher_answers: bool = Field(
         default=False,
@@ -142,18 +162,18 @@ class JudgeConfig(EndpointConfig):
         default=0.7, gt=0.0, description="consistency mode: sampling temperature of the judge (rubrics keep `temperature`)."
     )
     expected_evidence: bool = Field(
-        default=False,
+        default=True,
         description="Have the judge copy the final result the rubric requires, then each answer's final result, before its "
         "booleans (helps small judges tell right from wrong).",
     )
     consensus_criterion: bool = Field(
-        default=False,
+        default=True,
         description="Add a criterion checked by code, not the judge: the answer's final result equals the one a majority of "
         "the teacher answers give (math-verify). Left out for a prompt whose teacher answers have no majority.",
     )
     consensus_points: int = Field(default=5, ge=1, description="Points of the consensus criterion.")
     verifiable_criteria: bool = Field(
-        default=False,
+        default=True,
         description="Ask the rubricator for an optional `target` per criterion (a number or text of at most 32 characters a "
         "correct answer contains: the final result or an intermediate one) and let code, not the judge, decide criteria whose "
         "target is usable and grounded: it must occur in at least half of the teacher answers (as their final answer for a "
@@ -163,7 +183,7 @@ class JudgeConfig(EndpointConfig):
         "ropd/targets.py.",
     )
     evidence_check: bool = Field(
-        default=False,
+        default=True,
         description="Needs expected_evidence. Compare the judge's copies in code: the result R most of the group's verdicts "
         "copied as `expected` decides every criterion whose text contains R; an answer meets it when the `final_answer` the "
         "judge copied from it equals R (numbers numerically, text normalised), whatever boolean the judge gave. Criteria with "
@@ -189,6 +209,60 @@ class StudentConfig(_Section):
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Weights dtype: auto = bfloat16 on GPU, float32 on CPU."
+    )
+    chat_template: str | None = Field(
+        default=None,
+        description="Replace the student's chat template: the name of a template TRL ships (e.g. qwen2_5, qwen3; "
+        "trl/chat_templates/) or a path to a .jinja file. Tools need a template that renders tool calls; SmolLM2's does not, "
+        "and TRL's qwen2_5 fits its <|im_start|>/<|im_end|> tokens. Unset: the student's own.",
+    )
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra arguments of the student's chat template, passed to TRL (GRPOConfig.chat_template_kwargs), as a "
+        "mapping or a JSON object on the command line, e.g. '{\"enable_thinking\": false}' for a Qwen3 student.",
+    )
+
+    @field_validator("chat_template_kwargs", mode="before")
+    @classmethod
+    def _json_mapping(cls, value: Any) -> Any:
+        return _parse_json_object(value)
+
+
+def _parse_json_object(value: Any) -> Any:
+    """A command-line JSON object (a string) as a dict; anything else is left for pydantic to check."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"not a JSON object: {exc}") from None
+
+
+class ToolsConfig(_Section):
+    """Tools the student (and the teacher) may call inside a rollout."""
+
+    names: list[str] = Field(
+        default_factory=list,
+        description="Tools: 'python' (a sandboxed Python interpreter: a process per call, no network, a fresh temporary folder, "
+        "time, memory and output limits) and user functions as 'package.module:function' (type hints and an 'Args:' "
+        "docstring give the schema; they run in the training process). Empty: no tools.",
+        json_schema_extra=_flag("tools"),
+    )
+    max_iterations: int = Field(
+        default=4,
+        ge=1,
+        description="Most tool-calling rounds per rollout or teacher answer (TRL's max_tool_calling_iterations); a call "
+        "after the last round is left unanswered.",
+    )
+    python_timeout: float = Field(default=10.0, gt=0, description="Python tool: wall-clock seconds per call.")
+    python_memory_mb: int = Field(default=512, ge=64, description="Python tool: address-space limit per call, in MiB.")
+    python_max_output_bytes: int = Field(
+        default=4000, ge=64, description="Python tool: most bytes a call may print (or write to a file); more is an error."
+    )
+    teacher: bool = Field(
+        default=True,
+        description="ropd: the teacher's answers use the same tools (OpenAI tools interface; a local teacher through its "
+        "server's tool calls); its whole trajectory is cached and shown to the rubricator and judge.",
     )
 
 
@@ -241,6 +315,13 @@ class TrainingConfig(_Section):
         default=None, ge=1, description="Completions per device micro-batch (unset: prompts_per_step * num_generations)."
     )
     max_completion_length: int = Field(default=1024, ge=1, description="Maximum tokens per student rollout.")
+    truncated_reward: float | None = Field(
+        default=None,
+        description="Rubric reward (ropd) of a rollout cut off at max_completion_length, in place of its rubric score: "
+        "an unfinished answer states no result, and a judge that credits its working teaches the student to write past "
+        "the limit. null: score it like the others. (TRL's mask_truncated_completions, DAPO's overlong filtering, masks "
+        "such rollouts from the loss instead; here they stay in the group and pull its mean.)",
+    )
     temperature: float = Field(default=1.0, gt=0, description="Student sampling temperature.")
     top_p: float = Field(default=1.0, gt=0, le=1.0, description="Student nucleus sampling mass.")
     epsilon: float = Field(default=0.2, gt=0, description="PPO clip range, low side.")
@@ -286,6 +367,11 @@ class MethodConfig(_Section):
         json_schema_extra=_flag("method"),
     )
     sod_delimiter: str = Field(default="\n\n", description="SOD: splits a single-turn answer into steps.")
+    sod_steps: Literal["auto", "turns", "delimiter"] = Field(
+        default="auto",
+        description="SOD: what a step is. turns = each assistant turn between tool outputs (as published for tool-integrated "
+        "reasoning); delimiter = text spans between sod_delimiter; auto = turns when tools are on, else delimiter.",
+    )
     sod_eps: float = Field(default=1e-6, gt=0, description="SOD: epsilon in the step weight ratio.")
     sod_delta: float = Field(default=0.2, ge=0, description="SOD: step weights are capped at 1 + delta.")
     sod_coef: float = Field(default=1.0, description="SOD: coefficient c of the step-weighted teacher signal.")
@@ -347,6 +433,7 @@ class RunConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     prices: dict[str, Price] = Field(default_factory=_default_prices, description="Price table by model name, for cost estimates.")
     models: dict[str, ModelAlias] = Field(default_factory=dict, description="Model aliases added to or overriding the built-in table.")
@@ -371,6 +458,7 @@ FLAG_SECTIONS: dict[str, str] = {
     "data": "data-",
     "training": "",
     "method": "method-",
+    "tools": "tools-",
     "output": "output-",
 }
 

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ropd.answers import answer_text
 from ropd.config import EndpointConfig, JudgeConfig
 from ropd.llm import extract_json
-from ropd.prompts import VERIFIER_VARIABLES, LabelledText, boundary_code, embed_line, load_template
+from ropd.prompts import VERIFIER_VARIABLES, boundary_code, embed_line, load_template
 from ropd.rubrics import CRITERION_MAX_CHARS
 from ropd.targets import clean_target
+from ropd.tools import add_tool_note, labelled_answer, show_tool_use
 from ropd.types import Criterion, JudgeOutput, Rubric, Verdict
 
 if TYPE_CHECKING:
@@ -139,9 +139,10 @@ def shown_criteria(rubric: Rubric) -> list[Criterion]:
 def verifier_messages(question: str, rubric: Rubric, answers: list[str], cfg: JudgeConfig) -> tuple[list[dict], str]:
     """The judge's chat messages for answers already in label order, and the template hash."""
     template = load_template(cfg.verifier_template, VERIFIER_VARIABLES)
-    items = [LabelledText(str(i), answer_text(a)) for i, a in enumerate(answers, start=1)]
+    items = [labelled_answer(str(i), a) for i, a in enumerate(answers, start=1)]
     criteria = shown_criteria(rubric)
     boundary = boundary_code(question, *(c.text for c in criteria), *(i.text for i in items), salt="verifier")
+    items, tool_use = show_tool_use(items, boundary)
     messages = template.render(
         question=question,
         criteria=criteria,
@@ -151,6 +152,8 @@ def verifier_messages(question: str, rubric: Rubric, answers: list[str], cfg: Ju
         num_criteria=len(rubric.criteria),
         expected_evidence=cfg.expected_evidence,
     )
+    if tool_use:
+        messages = add_tool_note(messages, boundary)
     return messages, template.hash
 
 

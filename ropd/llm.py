@@ -241,7 +241,7 @@ class LLMClient:
         """Like `chat`, with each sample's truncation mark (cut off at max_tokens), as it is cached."""
         if json_schema is not None:
             key_extra = {**(key_extra or {}), "json_schema": json_schema}
-        keys = [self._chat_key(messages, key_extra, i) for i in range(n)]
+        keys = [self.chat_key(messages, key_extra, i) for i in range(n)]
         samples = self.lookup_samples(messages, n=n, key_extra=key_extra)
         self.usage.cache_hits += sum(s is not None for s in samples)
         missing = [i for i, s in enumerate(samples) if s is None]
@@ -261,7 +261,7 @@ class LLMClient:
         """The cached samples of a `chat` call with their truncation marks (None where missing), without any request."""
         if self.cache is None:
             return [None] * n
-        keys = [self._chat_key(messages, key_extra, i) for i in range(n)]
+        keys = [self.chat_key(messages, key_extra, i) for i in range(n)]
         found = self.cache.get_many(keys)
         return [_sample(found[k]) if k in found else None for k in keys]
 
@@ -296,7 +296,8 @@ class LLMClient:
 
     # --- internals ----------------------------------------------------------------------------------------
 
-    def _chat_key(self, messages: list[dict], key_extra: dict | None, sample: int) -> str:
+    def chat_key(self, messages: list[dict], key_extra: dict | None, sample: int) -> str:
+        """The cache key of sample `sample` of a `chat` call (also where a tool-using teacher answer is kept)."""
         return ResultCache.make_key(kind="chat", fingerprint=self.fingerprint, messages=messages, extra=key_extra, sample=sample)
 
     async def _fill(
@@ -305,7 +306,7 @@ class LLMClient:
         """Fetch the missing samples: one request with `n` where the server honours it, else one request each."""
         if len(missing) > 1 and self._n_honoured is not False:
             try:
-                response, spent = await self._sample_request(messages, len(missing), self._sample_seed(missing[0]), json_schema)
+                response, spent = await self._sample_request(messages, len(missing), self.sample_seed(missing[0]), json_schema)
             except SamplesRejected as exc:
                 self._n_honoured = False
                 log.info("%s: the server refused n=%d (%s); asking for each sample separately", self.role, len(missing), exc.message)
@@ -322,7 +323,7 @@ class LLMClient:
     async def _fetch_sample(
         self, messages: list[dict], keys: list[str], texts: list[Sample | None], index: int, json_schema: dict | None = None
     ) -> None:
-        response, spent = await self._sample_request(messages, 1, self._sample_seed(index), json_schema)
+        response, spent = await self._sample_request(messages, 1, self.sample_seed(index), json_schema)
         self._store_sample(keys[index], texts, index, response.choices[0], share(spent, 1))
 
     async def _sample_request(self, messages: list[dict], n: int, seed: int | None, json_schema: dict | None):
@@ -330,7 +331,7 @@ class LLMClient:
             return await self.transport.create(messages, n=n, seed=seed)
         return await self.structured.create(messages, json_schema, "output", n=n, seed=seed)
 
-    def _sample_seed(self, index: int) -> int | None:
+    def sample_seed(self, index: int) -> int | None:
         """Sample i is drawn with seed + i, so separately requested samples differ and each has its own seed."""
         return None if self.endpoint.seed is None else self.endpoint.seed + index
 

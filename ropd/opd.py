@@ -327,7 +327,9 @@ class SODTrainer(TeacherTrainer):
         return output
 
     def _step_ids(self, output, mask: torch.Tensor) -> torch.Tensor:
-        if "tool_mask" in output:
+        """Steps as `method_config.sod_steps` says: assistant turns between tool outputs, or delimited text spans."""
+        steps = self.method_config.sod_steps
+        if steps == "turns" or (steps == "auto" and "tool_mask" in output):
             return step_ids_from_turns(mask)
         return step_ids_from_delimiter(output["completion_ids"], mask, self._tokenizer, self.method_config.sod_delimiter)
 

@@ -88,15 +88,32 @@ def embed_line(text: str, max_chars: int | None = None) -> str:
     return line if max_chars is None or len(line) <= max_chars else line[: max_chars - 3].rstrip() + "..."
 
 
+# Delimits tool calls and outputs inside a tool trajectory (ropd.tools): a private-use character that `embed_text`
+# removes from every model text, so only ropd's own trajectory rendering can place it.
+TOOL_MARK = "\ue000"
+
+
+class TrajectoryText(str):
+    """A tool trajectory as ropd rendered it (ropd.tools.trajectory_text): the only text whose tool marks are kept."""
+
+
+def embed_answer(text: str) -> str:
+    """`embed_text` for an answer: a TrajectoryText keeps ropd's tool marks (each piece between them is neutralised);
+    any other text loses every mark it holds, so no answer can forge one."""
+    if not isinstance(text, TrajectoryText):
+        return embed_text(text)
+    return TOOL_MARK.join(embed_text(part) for part in text.split(TOOL_MARK))
+
+
 @dataclass(frozen=True)
 class LabelledText:
-    """An answer as a template shows it: a label ("1", "A") and its text, neutralised by `embed_text`."""
+    """An answer as a template shows it: a label ("1", "A") and its text, neutralised by `embed_answer`."""
 
     label: str
     text: str
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "text", embed_text(self.text))
+        object.__setattr__(self, "text", embed_answer(self.text))
 
 
 @dataclass(frozen=True)
@@ -178,6 +195,23 @@ def _top_level_names(parsed: jinja2.nodes.Template) -> set[str]:
             targets = [node.target, *node.target.find_all(jinja2.nodes.Name)]
             names.update(t.name for t in targets if isinstance(t, jinja2.nodes.Name))
     return names
+
+
+def render_fragment(template: str, **variables: Any) -> str:
+    """A template in ropd/templates/ rendered as one text (tool descriptions, tool markers), every variable required."""
+    path = template_path(template)
+    try:
+        return _fragment(path.resolve(), path.stat().st_mtime_ns).render(**variables).strip()
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(f"{path}: {exc}") from None
+
+
+@cache
+def _fragment(path: Path, _mtime_ns: int) -> jinja2.Template:
+    try:
+        return _environment().from_string(path.read_text())
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"{path}, line {exc.lineno}: {exc.message}") from None
 
 
 def boundary_code(*texts: str, salt: str = "") -> str:

@@ -46,6 +46,7 @@ from ropd.quality import pair_counts, roc_auc
 from ropd.rubrics import RubricStore
 from ropd.scoring import ScoredGroup, decision_counts, score_group
 from ropd.teacher import TeacherError, build_teacher_pool, needs_local_server
+from ropd.tools import tool_rollout_text
 from ropd.types import Criterion, GroupScore, PromptRow, Rubric, Usage, Verdict
 
 PHASES = ("teacher", "rubric", "judge")
@@ -197,7 +198,7 @@ class RubricReward:
         if not completions and processes.count == 1:
             return []
         ids = [str(i) for i in columns["id"]] if columns.get("id") is not None else [prompt_id(p) for p in prompts]
-        texts = [completion_text(c) for c in completions]
+        texts = [tool_rollout_text(c, completion_text) for c in completions]  # a tool trajectory whole, marked
         references = columns.get("answer") or [None] * len(texts)
         # Every process's rollouts, in TRL's process order (how it gathers rewards), so no group is seen in part.
         parts = processes.gather(list(zip(ids, prompts, texts, references, strict=True)))

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ropd.answers import answer_text, answers_match, extract_final_answer, is_correct
+from ropd.answers import answers_match, extract_final_answer, is_correct
 from ropd.config import JudgeConfig
-from ropd.prompts import RUBRIC_VARIABLES, LabelledText, boundary_code, load_template
+from ropd.prompts import RUBRIC_VARIABLES, boundary_code, load_template
 from ropd.targets import TARGET_MAX_CHARS
+from ropd.tools import add_tool_note, labelled_answer, show_tool_use
 from ropd.types import Criterion, Rubric
 
 if TYPE_CHECKING:
@@ -99,11 +100,11 @@ def reference_labels(n: int) -> list[str]:
 def rubric_messages(question: str, teacher_answers: list[str], student_answers: list[str], cfg: JudgeConfig) -> tuple[list[dict], str]:
     """The rubricator's chat messages and the template hash (for the cache key)."""
     template = load_template(cfg.rubric_template, RUBRIC_VARIABLES)
-    references = [
-        LabelledText(label, answer_text(t)) for label, t in zip(reference_labels(len(teacher_answers)), teacher_answers, strict=True)
-    ]
-    students = [LabelledText(str(i), answer_text(s)) for i, s in enumerate(student_answers, start=1)]
+    references = [labelled_answer(label, t) for label, t in zip(reference_labels(len(teacher_answers)), teacher_answers, strict=True)]
+    students = [labelled_answer(str(i), s) for i, s in enumerate(student_answers, start=1)]
     boundary = boundary_code(question, *(r.text for r in references), *(s.text for s in students), salt="rubric")
+    references, teacher_tools = show_tool_use(references, boundary)
+    students, student_tools = show_tool_use(students, boundary)
     messages = template.render(
         question=question,
         references=references,
@@ -117,6 +118,8 @@ def rubric_messages(question: str, teacher_answers: list[str], student_answers: 
         verifiable_criteria=cfg.verifiable_criteria,
         target_max_chars=TARGET_MAX_CHARS,
     )
+    if teacher_tools or student_tools:
+        messages = add_tool_note(messages, boundary)
     return messages, template.hash
 
 

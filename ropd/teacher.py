@@ -25,7 +25,10 @@ from ropd.cache import ResultCache
 from ropd.config import RunConfig
 from ropd.llm import LLMClient, LLMError, Sample
 from ropd.models import ModelError, is_local, local_identity
-from ropd.types import PromptRow
+from ropd.prompts import TrajectoryText
+from ropd.tools import Toolbox, build_toolbox, trajectory_text
+from ropd.transport import share
+from ropd.types import PromptRow, Usage
 
 # How a prompt row becomes the teacher's messages; bump it when that changes so old answers are not reused.
 TEACHER_TEMPLATE_VERSION = "chat-messages-v1"
@@ -45,11 +48,20 @@ def cache_path(config: RunConfig) -> Path:
 class TeacherPool:
     """k teacher answers per prompt, from the cache or the teacher's endpoint."""
 
-    def __init__(self, client: LLMClient, num_answers: int, *, offline_only: bool = False, use_truncated: bool = False):
+    def __init__(
+        self,
+        client: LLMClient,
+        num_answers: int,
+        *,
+        offline_only: bool = False,
+        use_truncated: bool = False,
+        tools: Toolbox | None = None,
+    ):
         self.client = client
         self.num_answers = num_answers
         self.offline_only = offline_only
         self.use_truncated = use_truncated
+        self.tools = tools
 
     @property
     def usage(self):
@@ -57,7 +69,10 @@ class TeacherPool:
 
     def _request(self, row: PromptRow) -> tuple[list[dict[str, Any]], dict[str, str]]:
         messages = [m.model_dump() for m in row.prompt]
-        return messages, {"prompt_id": row.id, "template": TEACHER_TEMPLATE_VERSION}
+        key_extra: dict[str, Any] = {"prompt_id": row.id, "template": TEACHER_TEMPLATE_VERSION}
+        if self.tools is not None:  # a trajectory depends on the tools offered and their limits
+            key_extra["tools"] = self.tools.fingerprint()
+        return messages, key_extra
 
     def cached(self, row: PromptRow) -> list[str | None]:
         """The row's answers held in the cache, None where missing."""
@@ -89,6 +104,8 @@ class TeacherPool:
                 raise TeacherError(self._missing_message(missing, f"prompt '{row.id}'"))
             self.client.usage.cache_hits += len(found)
             return [s or Sample("") for s in found]
+        if self.tools is not None:
+            return await tool_samples(self.client, self.tools, messages, self.num_answers, key_extra)
         return await self.client.chat_samples(messages, n=self.num_answers, key_extra=key_extra)
 
     async def answers(self, row: PromptRow) -> list[str]:
@@ -141,6 +158,66 @@ class TeacherPool:
         )
 
 
+async def tool_samples(client: LLMClient, tools: Toolbox, messages: list[dict], n: int, key_extra: dict[str, Any]) -> list[Sample]:
+    """`n` tool-using answers to `messages`: cached ones, and new ones run through the tool loop (`tool_trajectory`),
+    each cached whole (every turn, call and output) the moment it is done."""
+    found = client.lookup_samples(messages, n=n, key_extra=key_extra)
+    client.usage.cache_hits += sum(s is not None for s in found)
+    missing = [i for i, s in enumerate(found) if s is None]
+    try:
+        made = await asyncio.gather(*(tool_trajectory(client, tools, messages, key_extra, i) for i in missing))
+    except LLMError:
+        client.usage.failures += 1
+        raise
+    for index, sample in zip(missing, made, strict=True):
+        found[index] = sample
+    # cached under a key naming the tool set, so written by `tool_trajectory`: their tool marks are ropd's own
+    return [Sample(TrajectoryText(s.text), s.truncated) if s is not None else Sample("") for s in found]
+
+
+async def tool_trajectory(client: LLMClient, tools: Toolbox, messages: list[dict], key_extra: dict[str, Any], index: int) -> Sample:
+    """One answer with tools: ask, run every tool call the reply makes, append the results and ask again, for at most
+    `tools.max_iterations` rounds of calls (a call in the last reply is left unanswered). The trajectory is cached as
+    a whole, with its text for the rubricator and judge (`ropd.tools.trajectory_text`)."""
+    conversation, trajectory = list(messages), []
+    spent, calls, failures, finish_reason = Usage(), 0, 0, None
+    schemas = tools.schemas()
+    for round_index in range(tools.max_iterations + 1):
+        response, cost = await client.transport.create(conversation, n=1, seed=client.sample_seed(index), tools=schemas)
+        spent.add(cost)
+        choice = response.choices[0]
+        finish_reason = getattr(choice, "finish_reason", None)
+        assistant = assistant_message(choice.message)
+        trajectory.append(assistant)
+        conversation.append(assistant)
+        if not assistant.get("tool_calls") or round_index == tools.max_iterations:
+            break
+        for call in assistant["tool_calls"]:
+            result = await asyncio.to_thread(tools.call, call["function"]["name"], call["function"]["arguments"])
+            calls, failures = calls + 1, failures + result.failed
+            output = {"role": "tool", "tool_call_id": call["id"], "name": result.name, "content": result.content}
+            trajectory.append(output)
+            conversation.append(output)
+    text = trajectory_text(trajectory)
+    record = {"text": text, "finish_reason": finish_reason, "trajectory": trajectory, "tool_calls": calls, "tool_failures": failures}
+    if client.cache is not None:
+        client.cache.put(client.chat_key(messages, key_extra, index), client.role, record, share(spent, 1), client.fingerprint)
+    return Sample(text, truncated=finish_reason == "length")
+
+
+def assistant_message(message: Any) -> dict[str, Any]:
+    """An OpenAI reply message as a plain chat message (tool calls with their ids and JSON arguments)."""
+    out: dict[str, Any] = {"role": "assistant", "content": message.content or ""}
+    calls = [
+        {"id": c.id or f"call_{i}", "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments or "{}"}}
+        for i, c in enumerate(message.tool_calls or [])
+        if getattr(c, "function", None) is not None
+    ]
+    if calls:
+        out["tool_calls"] = calls
+    return out
+
+
 def build_teacher_pool(config: RunConfig, cache: ResultCache, *, local_base_url: str | None = None) -> TeacherPool:
     """The run's teacher pool. A local teacher needs `local_base_url`, where it is being served (see `open_teacher_pool`),
     unless offline_only; that URL changes between runs, so cache keys name the model's weights instead."""
@@ -158,7 +235,8 @@ def _pool(config: RunConfig, cache: ResultCache, local_base_url: str | None) -> 
         identity = local_identity(config.teacher.model, config.models, config.teacher.serve_dtype, config.teacher.serve_engine)
     client = LLMClient(endpoint, role=ROLE, cache=cache, prices=config.prices, aliases=config.models, identity=identity)
     teacher = config.teacher
-    return TeacherPool(client, teacher.num_answers, offline_only=teacher.offline_only, use_truncated=teacher.use_truncated)
+    tools = build_toolbox(config.tools) if config.tools.teacher else None
+    return TeacherPool(client, teacher.num_answers, offline_only=teacher.offline_only, use_truncated=teacher.use_truncated, tools=tools)
 
 
 def needs_local_server(config: RunConfig) -> bool:

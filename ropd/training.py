@@ -23,12 +23,13 @@ from transformers import TrainerCallback
 from trl import GRPOConfig
 
 from ropd.answers import outcome_reward
-from ropd.config import RunConfig, dump_config
+from ropd.config import ConfigError, RunConfig, dump_config
 from ropd.data import check_prompt_lengths, load_prompts, to_dataset
 from ropd.models import base_model_name, is_local, load_model, load_tokenizer, local_path, pick_dtype
 from ropd.opd import build_white_box_trainer, check_same_vocabulary
 from ropd.reward import build_rubric_reward, check_templates, serve_local_models, uses_rubric_reward
 from ropd.teacher_logprobs import ServedTeacherLogprobs, TeacherLogprobsError
+from ropd.tools import Toolbox, build_toolbox, chat_template_text
 from ropd.trainers import CHECKPOINT_PREFIX, FailureGuard, StepLog, TimedGRPOTrainer, console
 
 
@@ -100,6 +101,8 @@ def grpo_args(config: RunConfig) -> GRPOConfig:
         fp16=False,
         log_completions=False,
         disable_tqdm=False,
+        chat_template_kwargs=config.student.chat_template_kwargs or None,
+        max_tool_calling_iterations=config.tools.max_iterations if config.tools.names else None,
     )
 
 
@@ -181,7 +184,9 @@ def train(config: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
         raise TrainingError(f"{config.data.dataset} has {len(prompts)} prompts; prompts_per_step is {config.training.prompts_per_step}")
     if uses_rubric_reward(config):
         check_templates(config.judge)
+    toolbox = build_toolbox(config.tools)  # a user tool that does not import stops the run here
     tokenizer = load_tokenizer(config.student.model, config.models)
+    set_chat_template(tokenizer, config.student.chat_template, tools=toolbox is not None)
     if (limit := prompt_token_limit(config)) is not None:
         check_prompt_lengths(prompts, tokenizer, limit, config.data.dataset)
     cache = ResultCache(config.output.cache or out / "cache.sqlite")
@@ -191,7 +196,7 @@ def train(config: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
         urls = serve_local_models(config, stack)
         model = load_model(config.student.model, config.student.dtype, config.models)
         rewards = reward_functions(config, prompts, cache, urls)
-        trainer = build_trainer(config, model, tokenizer, to_dataset(prompts), rewards, teacher)
+        trainer = build_trainer(config, model, tokenizer, to_dataset(prompts), rewards, teacher, toolbox)
         trainer.add_callback(StepLog(out / "metrics.jsonl"))
         guard = FailureGuard(rewards, config.training, out)
         trainer.add_callback(guard)
@@ -248,10 +253,29 @@ def white_box_teacher(config: RunConfig, student_tokenizer):
     return load_model(name, config.student.dtype, config.models)
 
 
-def build_trainer(config: RunConfig, model, tokenizer, dataset, rewards: list, teacher=None):
-    """GRPOTrainer for ropd/grpo, the white-box trainer for opd/sod (teacher: loaded weights, or a ServedTeacherLogprobs);
-    its model card names the student it started from."""
+def set_chat_template(tokenizer, spec: str | None, tools: bool = False) -> None:
+    """Give the student the chat template `spec` (student.chat_template), and check it can render tool calls when the run
+    has tools (TRL needs that)."""
+    if spec is not None:
+        try:
+            tokenizer.chat_template = chat_template_text(spec)
+        except ConfigError as exc:
+            raise TrainingError(str(exc)) from None
+    if tools:
+        from trl.chat_template_utils import supports_tool_calling
+
+        if not supports_tool_calling(tokenizer):
+            raise TrainingError(
+                "tools.names is set, but the student's chat template cannot render tool calls and tool outputs; set "
+                "student.chat_template (--student-chat-template) to one that can, e.g. qwen2_5 for a ChatML student (SmolLM2)"
+            )
+
+
+def build_trainer(config: RunConfig, model, tokenizer, dataset, rewards: list, teacher=None, toolbox: Toolbox | None = None):
+    """GRPOTrainer for ropd/grpo, the white-box trainer for opd/sod (teacher: loaded weights, or a ServedTeacherLogprobs),
+    with the run's tools (called inside the student's rollouts); its model card names the student it started from."""
     args = grpo_args(config)
+    tools = {"tools": list(toolbox.functions)} if toolbox is not None else {}
     if teacher is not None:
         served = isinstance(teacher, ServedTeacherLogprobs)
         trainer = build_white_box_trainer(
@@ -265,6 +289,7 @@ def build_trainer(config: RunConfig, model, tokenizer, dataset, rewards: list, t
             reward_funcs=rewards,
             method_config=config.method,
             dynamic_sampling=config.training.dynamic_sampling,
+            **tools,
         )
     else:
         trainer = TimedGRPOTrainer(
@@ -274,6 +299,7 @@ def build_trainer(config: RunConfig, model, tokenizer, dataset, rewards: list, t
             train_dataset=dataset,
             processing_class=tokenizer,
             dynamic_sampling=config.training.dynamic_sampling,
+            **tools,
         )
     trainer.base_model = base_model_name(config.student.model, config.models)
     return trainer

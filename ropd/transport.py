@@ -180,8 +180,10 @@ class Transport:
         self.usage = Usage()
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
 
-    async def create(self, messages: list[dict], *, n: int, seed: int | None = None, response_format: dict | None = None):
-        """One chat completion with retries; returns (response, what it cost).
+    async def create(
+        self, messages: list[dict], *, n: int, seed: int | None = None, response_format: dict | None = None, tools: list[dict] | None = None
+    ):
+        """One chat completion with retries; returns (response, what it cost). `tools`: OpenAI tool schemas the model may call.
 
         Raises SamplesRejected (n > 1) or FormatRejected (with a response_format) when the server refuses the
         request with 400/422, and LLMError for every other failure once the retries are spent.
@@ -199,6 +201,8 @@ class Transport:
             request["seed"] = seed
         if response_format is not None:
             request["response_format"] = response_format
+        if tools:
+            request["tools"] = tools
         state = self._state()
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.endpoint.max_retries + 1),
