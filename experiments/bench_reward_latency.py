@@ -5,6 +5,9 @@ A scripted OpenAI-compatible server on 127.0.0.1 answers every request after a f
 RubricReward call scores G groups of R rollouts: one rubric and one batched judge call per group.
 With enough concurrency that is two rounds of latency (~2 s), not 2*G rounds (64 s for 32 groups).
 
+Each run is printed and appended, with the date and the machine's load, to
+experiments/results/reward_latency.json (`--out`), the file the README's table cites.
+
     .venv/bin/python experiments/bench_reward_latency.py [--groups 32] [--rollouts 8] [--latency 1.0] [--concurrency 32]
 """
 
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
+import json
 import multiprocessing
 import os
 import tempfile
@@ -30,6 +35,7 @@ from ropd.testing.judge_scripts import contains_rule, is_judge_request, judge_re
 from ropd.testing.scripted_server import Reply, ScriptedServer
 from ropd.types import PromptRow
 
+RESULTS = Path(__file__).resolve().parent / "results"
 CRITERIA = [("mentions 42", 5), ("mentions because", 2), ("mentions **", 1), ("mentions sure", 2)]
 ROLLOUTS = ["It is 42 because **", "41", "sure, 42", "no idea", "42", "because", "**", "sure"]
 
@@ -71,7 +77,25 @@ def slow_endpoint(latency: float) -> Iterator[tuple[str, Callable[[], dict]]]:
         server.join(timeout=10)
 
 
-async def run(args: argparse.Namespace, base_url: str, stats: Callable[[], dict], cache: ResultCache) -> None:
+def machine_state() -> dict:
+    """When and on what a measurement ran: UTC time, cores, and the load averages (1, 5, 15 minutes)."""
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def append_run(path: Path, record: dict) -> None:
+    """Add one run's record to the `runs` list of a results JSON file (created when absent)."""
+    data = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    data["runs"].append(record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+async def run(args: argparse.Namespace, base_url: str, stats: Callable[[], dict], cache: ResultCache) -> dict:
+    """Fetch the teacher answers, then time one reward call over every group; return the run's figures."""
     rows = [
         PromptRow.model_validate({"id": f"q{i}", "prompt": [{"role": "user", "content": f"Question {i}: what is 6*7?"}]})
         for i in range(args.groups)
@@ -80,7 +104,7 @@ async def run(args: argparse.Namespace, base_url: str, stats: Callable[[], dict]
     config = RunConfig.model_validate(
         {
             "teacher": {"model": "bench-teacher", "num_answers": 4, **endpoint},
-            "judge": {"model": "bench-judge", **endpoint},
+            "judge": {"model": "bench-judge", "chunk_size": args.chunk_size, **endpoint},
             "training": {"num_generations": args.rollouts},
         }
     )
@@ -105,17 +129,37 @@ async def run(args: argparse.Namespace, base_url: str, stats: Callable[[], dict]
     )
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     after = stats()
+    judge = config.judge.model_dump(include={"chunk_size", "expected_evidence", "verifiable_criteria", "consensus_criterion"})
+    return {
+        "settings": {"groups": args.groups, "rollouts": args.rollouts, "teacher_answers": 4, "latency_s": args.latency, "judge": judge},
+        "concurrency": args.concurrency,
+        "teacher_prefetch_s": round(teacher_seconds, 2),
+        "reward_wall_s": round(wall, 2),
+        "sequential_s": round((after["requests"] - before) * args.latency, 1),
+        "client_cpu_s": round(cpu, 2),
+        "requests": after["requests"] - before,
+        "retries": reward.rubric_client.usage.retries + reward.judge_client.usage.retries,
+        "max_in_flight": after["max_in_flight"],
+        "rubric_s_per_group": round(metrics["time/rubric"], 2),
+        "judge_s_per_group": round(metrics["time/judge"], 2),
+        "reward_mean": round(metrics["rubric/reward_mean"], 3),
+        "rollouts_without_reward": sum(r is None for r in rewards),
+    }
 
-    retries = reward.rubric_client.usage.retries + reward.judge_client.usage.retries
-    print(f"setup: {args.groups} groups x {args.rollouts} rollouts, 4 teacher answers each, {args.latency:.2f} s latency per call")
-    print(f"       concurrency limit {args.concurrency} per client (rubricator and judge each); endpoint in its own process")
-    print(f"teacher prefetch (cached before training): {teacher_seconds:.2f} s")
-    print(f"reward call wall time: {wall:.2f} s  (one call after another: {2 * args.groups * args.latency:.0f} s)")
-    load = f"1-minute load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
-    print(f"  CPU time of this process during the call: {cpu:.2f} s ({load})")
-    print(f"  requests: {after['requests'] - before} (retries {retries}), most in flight at once: {after['max_in_flight']}")
-    print(f"  mean per group: time/rubric {metrics['time/rubric']:.2f} s, time/judge {metrics['time/judge']:.2f} s")
-    print(f"  reward mean {metrics['rubric/reward_mean']:.3f}; rollouts without a reward: {sum(r is None for r in rewards)}")
+
+def report(r: dict) -> None:
+    """The run's figures, as lines on stdout."""
+    s = r["settings"]
+    print(f"setup: {s['groups']} groups x {s['rollouts']} rollouts, 4 teacher answers each, {s['latency_s']:.2f} s latency per call")
+    print(f"       judge: {s['judge']['chunk_size'] or 'the whole group'} answers per call")
+    print(f"       concurrency limit {r['concurrency']} per client (rubricator and judge each); endpoint in its own process")
+    print(f"teacher prefetch (cached before training): {r['teacher_prefetch_s']:.2f} s")
+    print(f"reward call wall time: {r['reward_wall_s']:.2f} s  (one call after another: {r['sequential_s']:.0f} s)")
+    load = f"1-minute load average {r['machine']['load_average'][0]:.1f} on {r['machine']['cores']} cores"
+    print(f"  CPU time of this process during the call: {r['client_cpu_s']:.2f} s ({load})")
+    print(f"  requests: {r['requests']} (retries {r['retries']}), most in flight at once: {r['max_in_flight']}")
+    print(f"  mean per group: time/rubric {r['rubric_s_per_group']:.2f} s, time/judge {r['judge_s_per_group']:.2f} s")
+    print(f"  reward mean {r['reward_mean']:.3f}; rollouts without a reward: {r['rollouts_without_reward']}")
 
 
 def main() -> None:
@@ -124,13 +168,22 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=8)
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--chunk-size", type=int, default=None, help="answers per judge call (default: the whole group in one call)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "reward_latency.json", help="results file the run is appended to")
+    parser.add_argument("--note", default="", help="what else ran on the machine, stated with the run")
     args = parser.parse_args()
     with (
         slow_endpoint(args.latency) as (base_url, stats),
         tempfile.TemporaryDirectory() as tmp,
         ResultCache(Path(tmp) / "cache.sqlite") as cache,
     ):
-        asyncio.run(run(args, base_url, stats, cache))
+        machine = machine_state()
+        record = asyncio.run(run(args, base_url, stats, cache))
+    record = {"machine": machine, "note": args.note, **record}
+    record["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    report(record)
+    append_run(args.out, record)
+    print(f"appended to {args.out}")
 
 
 if __name__ == "__main__":

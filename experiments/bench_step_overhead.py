@@ -8,6 +8,8 @@ The same tiny random student trains on the same gsm_symbolic prompts twice per b
     parsing takes about 30 ms per unparseable completion, so it is quick but not free).
 The difference of their median step times is the rubric reward's overhead. If groups are scored
 concurrently it stays near two rounds of latency (rubric, then judge) whatever the number of prompts.
+The table is printed and appended, with the date and the machine's load, to
+experiments/results/step_overhead.json (`--out`), the file the README's table cites.
 
     .venv/bin/python experiments/bench_step_overhead.py [--prompts 2 8 32] [--steps 4] [--latency 1.0]
 """
@@ -24,7 +26,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench_reward_latency import slow_endpoint  # the scripted endpoint with a fixed latency per call
+from bench_reward_latency import RESULTS, append_run, machine_state, slow_endpoint  # the scripted endpoint and the results file
 
 from ropd.cache import ResultCache
 from ropd.config import RunConfig, load_config
@@ -41,6 +43,7 @@ def run_config(method: str, prompts: int, args: argparse.Namespace, base_url: st
             "teacher.base_url": base_url,
             "teacher.num_answers": 4,
             "judge.max_concurrency": 64,
+            "judge.chunk_size": args.chunk_size,
             "teacher.max_concurrency": 64,
             "student.model": "tiny-random",
             "data.dataset": f"reasoning-gym:gsm_symbolic?size={prompts * args.steps}&seed=0",
@@ -81,6 +84,21 @@ def timed_run(method: str, prompts: int, args: argparse.Namespace, base_url: str
     return statistics.median(wall[1:]), statistics.median(reward[1:])
 
 
+def measure(prompts: int, args: argparse.Namespace, base_url: str, tmp: Path) -> dict:
+    """One pair of runs (rule reward, rubric reward) at `prompts` prompts per step: median step and reward seconds."""
+    rule_step, rule_reward = timed_run("grpo", prompts, args, base_url, tmp)
+    rubric_step, rubric_reward = timed_run("ropd", prompts, args, base_url, tmp)
+    return {
+        "prompts_per_step": prompts,
+        "grpo_step_s": round(rule_step, 2),
+        "grpo_reward_s": round(rule_reward, 2),
+        "ropd_step_s": round(rubric_step, 2),
+        "ropd_reward_s": round(rubric_reward, 2),
+        "difference_s": round(rubric_step - rule_step, 2),
+        "ratio": round(rubric_step / rule_step, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, nargs="+", default=[2, 8, 32], help="prompts per step, one pair of runs each")
@@ -88,7 +106,12 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=4)
     parser.add_argument("--completion-length", type=int, default=16)
     parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--chunk-size", type=int, default=None, help="answers per judge call (default: the whole group in one call)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "step_overhead.json", help="results file the run is appended to")
+    parser.add_argument("--note", default="", help="what else ran on the machine, stated with the run")
     args = parser.parse_args()
+    record = {"machine": machine_state(), "note": args.note, "settings": {k: v for k, v in vars(args).items() if k not in ("out", "note")}}
+    rows = []
     with slow_endpoint(args.latency) as (base_url, _):
         print(f"tiny random student, {args.rollouts} rollouts of {args.completion_length} tokens per prompt")
         print(f"{args.latency:.1f} s per API call")
@@ -97,13 +120,16 @@ def main() -> None:
         print("|---|---|---|---|---|")
         with tempfile.TemporaryDirectory() as tmp:
             for prompts in args.prompts:
-                rule_step, rule_reward = timed_run("grpo", prompts, args, base_url, Path(tmp))
-                rubric_step, rubric_reward = timed_run("ropd", prompts, args, base_url, Path(tmp))
+                row = measure(prompts, args, base_url, Path(tmp))
+                rows.append(row)
                 print(
-                    f"| {prompts} | {rule_step:.2f} s ({rule_reward:.2f} s) | {rubric_step:.2f} s ({rubric_reward:.2f} s) | "
-                    f"{rubric_step - rule_step:+.2f} s | {rubric_step / rule_step:.2f}x |",
+                    f"| {prompts} | {row['grpo_step_s']:.2f} s ({row['grpo_reward_s']:.2f} s) | {row['ropd_step_s']:.2f} s "
+                    f"({row['ropd_reward_s']:.2f} s) | {row['difference_s']:+.2f} s | {row['ratio']:.2f}x |",
                     flush=True,
                 )
+    record["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    append_run(args.out, {**record, "rows": rows})
+    print(f"appended to {args.out}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -23,6 +24,16 @@ ROLES = ("teacher", "rubricator", "judge")
 TEACHER_ANSWER = "Add the two amounts, then the total is 42."
 CRITERIA = [("states a number", 3), ("is short", 1), ("shows work", 2), ("ends cleanly", 4)]
 DATASET = "reasoning-gym:gsm_symbolic?size=4&seed=0"
+FIGURES_ENV = "ROPD_FIGURES_FILE"  # set by experiments/test_figures.py
+
+
+def record_figure(name: str, text: str, **values: object) -> None:
+    """Print a figure a test measured (`pytest -s` shows it) and, when $ROPD_FIGURES_FILE names a file, append it
+    there as one JSON line: experiments/test_figures.py collects them into experiments/results/test_figures.json."""
+    print(f"\n{name}: {text}")
+    if path := os.environ.get(FIGURES_ENV):
+        with open(path, "a", encoding="utf-8") as sink:
+            sink.write(json.dumps({"name": name, "text": text, **values}, default=str) + "\n")
 
 
 def kind_of(body: dict) -> str:

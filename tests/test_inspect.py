@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from scripted_pipeline import CRITERIA, REPO, Scripted, kind_of, settings
+from scripted_pipeline import CRITERIA, REPO, Scripted, kind_of, record_figure, settings
 
 from ropd.inspect import build_report, group_row, reward_disagrees, safe_json
 from ropd.testing.judge_scripts import blocks, user_text
@@ -186,7 +186,7 @@ def test_a_large_run_is_paged_and_chunked_and_builds_in_seconds(tmp_path):
     page_mb = index.stat().st_size / 1e6
     total_mb = sum(p.stat().st_size for p in chunks) / 1e6
     built = f"built in {seconds:.1f} s; index.html {page_mb:.2f} MB; {len(chunks)} data files, {total_mb:.1f} MB"
-    print(f"\n500-step run, {len(records)} groups: {built}")
+    record_figure("inspect, 500-step run", f"{len(records)} groups: {built}", seconds=round(seconds, 1), index_mb=round(page_mb, 1))
     data = page_data(index)
     assert len(data["rows"]) == steps * per_step and data["inline"] is False and data["chunks"] == len(chunks) > 10
     assert page_mb < 3.0  # the list only: full records load when a group is opened
@@ -325,7 +325,7 @@ def test_a_real_run_writes_one_group_record_per_step_and_prompt(real_run):
 def test_report_of_a_real_run(real_run, tmp_path):
     started = time.perf_counter()
     index = build_report(real_run, tmp_path / "report")
-    print(f"\nreal 2-step run: report built in {time.perf_counter() - started:.2f} s, {index.stat().st_size / 1e3:.0f} kB")
+    record_figure("inspect, real 2-step run", f"report built in {time.perf_counter() - started:.2f} s, {index.stat().st_size / 1e3:.0f} kB")
     page = index.read_text()
     data = page_data(index)
     assert sorted((r["step"], r["pid"]) for r in data["rows"]) == [(1, "sum-a"), (1, "sum-b"), (2, "sum-a"), (2, "sum-b")]
@@ -424,7 +424,8 @@ def test_browser_filters_and_lazy_loaded_groups(known_report, tmp_path):
     started = time.perf_counter()
     dom = browse(index, "page=3", tmp_path / "profile")
     seconds = time.perf_counter() - started
-    print(f"\n500-step report ({len(records)} groups): opened, rendered and dumped by headless Chromium in {seconds:.1f} s")
+    text = f"{len(records)} groups: opened, rendered and dumped by headless Chromium in {seconds:.1f} s"
+    record_figure("inspect, 500-step report in a browser", text, seconds=round(seconds, 1))
     assert len(shown_rows(dom)) == 50 and "page 3 of 40" in dom
     last = big["rows"][-1]
     dom = browse(index, f"step=500&open={last['key']}", tmp_path / "profile")

@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from scripted_pipeline import REPO, ROLES, Scripted, kind_of, read_metrics, settings, train_command, write_config
+from scripted_pipeline import REPO, ROLES, Scripted, kind_of, read_metrics, record_figure, settings, train_command, write_config
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from ropd.cache import ResultCache, canonical_json
@@ -115,7 +115,8 @@ def test_teach_under_30_percent_faults_loses_nothing_and_counts_every_retry(tmp_
     with ResultCache(out / "cache.sqlite") as cache:
         assert cache.stats()["roles"]["teacher"]["rows"] == 60
     assert CANARY not in result.stderr + result.stdout
-    print(f"\nteach: {injected} of {len(server.requests)} requests faulted {dict(faults.injected)}; {summary['retries']} retries counted")
+    text = f"{injected} of {len(server.requests)} requests faulted {dict(faults.injected)}; {summary['retries']} retries counted"
+    record_figure("api faults, teach", text, faulted=injected, requests=len(server.requests), retries=summary["retries"])
 
 
 @pytest.mark.slow
@@ -136,7 +137,8 @@ def test_train_under_30_percent_faults_scores_every_group_and_counts_every_retry
     assert sum(faults.injected.values()) >= 1
     assert retries == sum(faults.injected.values())
     assert requests == len(server.requests)
-    print(f"\ntrain: {retries:.0f} of {requests:.0f} requests faulted {dict(faults.injected)}; every group of both steps scored")
+    text = f"{retries:.0f} of {requests:.0f} requests faulted {dict(faults.injected)}; every group of both steps scored"
+    record_figure("api faults, train", text, faulted=round(retries), requests=round(requests))
     assert json.loads((out / "usage.json").read_text())  # the run's usage summary was written
     assert (out / "final" / "config.json").is_file()
 
@@ -174,6 +176,8 @@ def test_a_step_with_the_endpoint_down_is_skipped_and_training_goes_on(tmp_path,
     assert sum(down[f"{role}/failures"] for role in ROLES) == 2  # one failed call per group, after its retry
     assert sum(down[f"{role}/retries"] for role in ROLES) == 2
     assert final.is_dir() and (out / "checkpoint-3").is_dir()
+    rates = [m["rubric/group_failure_rate"] for m in steps]
+    record_figure("endpoint down", f"failed groups per step {rates}; step 2's reward None; steps 1 and 3 trained", failed_group_rate=rates)
 
 
 @pytest.mark.slow
@@ -206,6 +210,7 @@ def test_persistent_failures_stop_the_run_with_a_checkpoint_and_a_message_then_r
         train(load_config(overrides={**values, "training.max_steps": 3, "output.resume": True}))
     assert [m["rubric/group_failure_rate"] for m in read_metrics(out)] == [0.0, 1.0, 0.0]
     assert (out / "final").is_dir()
+    record_figure("endpoint down for good", "stopped at step 2 with exit 1, checkpoint-2 and a message naming the phase; --resume finished")
 
 
 class FakeReward:
@@ -290,7 +295,9 @@ def test_train_killed_after_its_first_checkpoint_resumes_without_repeating_a_pai
     questions_before = {user_text(b) for b in first_run_answered if kind_of(b) == "teacher"}
     assert not questions_before & {user_text(b) for b in rerun_bodies["teacher"]}
     assert len(questions_before | {user_text(b) for b in rerun_bodies["teacher"]}) == 4  # each prompt's answers fetched once
-    print(f"\nkill -9: first run {len(paid_before)} paid calls; rerun { ({k: len(v) for k, v in rerun_bodies.items()}) }, 0 repeated")
+    rerun = {k: len(v) for k, v in rerun_bodies.items()}
+    text = f"first run {len(paid_before)} paid calls; rerun {rerun}, 0 repeated"
+    record_figure("kill -9, train", text, paid=len(paid_before), rerun=rerun)
 
 
 # --- 4. a truncated or corrupted cache: `ropd train` exits 2 and leaves it byte-identical ------------------------------

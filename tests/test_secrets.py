@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from scripted_pipeline import REPO, Scripted, kind_of, settings, train_command, write_config
+from scripted_pipeline import REPO, Scripted, kind_of, record_figure, settings, train_command, write_config
 
 from ropd.testing.scripted_server import Reply, ScriptedServer
 
@@ -96,5 +96,7 @@ def test_a_canary_key_appears_in_no_artifact_log_or_message(tmp_path):
         assert canary not in result.stdout + result.stderr
     assert files_holding(tmp_path, canary.encode()) == []
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    print(f"\nsecrets: {len(files)} files ({sum(p.stat().st_size for p in files) / 1e6:.0f} MB) and 3 commands' output searched, 0 hits")
+    size = sum(p.stat().st_size for p in files) / 1e6
+    text = f"{len(files)} files ({size:.0f} MB) and 3 commands' output searched, 0 hits"
+    record_figure("secrets", text, files=len(files), megabytes=round(size))
     assert files_holding(tmp_path, canary.removeprefix("sk-").encode()) == []

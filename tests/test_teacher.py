@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from scripted_pipeline import record_figure
 
 from ropd.cache import ResultCache
 from ropd.config import load_config
@@ -190,6 +191,8 @@ def test_teach_killed_midway_then_rerun_repeats_no_call(tmp_path):
         assert CANARY not in text
     for path in out.iterdir():
         assert CANARY.encode() not in path.read_bytes(), path
+    text = f"killed after {stored} of 36 answers were cached; the rerun fetched the other {36 - stored}, no call repeated"
+    record_figure("kill -9, teach", text, cached_before=stored, fetched_after=36 - stored)
 
 
 def test_teach_exits_2_on_bad_input_and_leaves_a_corrupt_cache_alone(tmp_path):
