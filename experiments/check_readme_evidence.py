@@ -10,8 +10,8 @@ when an existing path under `experiments/results/` is named
 
   - in the unit itself;
   - for a table row: in the table's header row, in the paragraph just before the table (its caption) or
-    in the one just after it (other rows do not count: each row names its own evidence or shares the
-    table's);
+    in the one just after it, under the same heading (other rows do not count: each row names its own
+    evidence or shares the table's);
   - for a paragraph or list item: in the paragraph or list item just before it, under the same heading
     (a figure read from the evidence the text just named), or, right after a table, where the table's
     rows may name it;
@@ -123,7 +123,7 @@ def context(units: list[Unit], index: int, tables: dict[int, list[Unit]]) -> lis
         rows = tables[unit.table]
         first, last = units.index(rows[0]), units.index(rows[-1])
         around = [units[i] for i in (first - 1, last + 1) if 0 <= i < len(units)]
-        return [rows[0].text] + [u.text for u in around if u.kind != "row"]
+        return [rows[0].text] + [u.text for u in around if u.kind != "row" and u.headings == unit.headings]
     before = units[index - 1] if index else None
     if before is None or before.headings != unit.headings:
         return []

@@ -72,7 +72,7 @@ def test_tables_headings_and_the_paragraph_before_carry_the_citation(tmp_path):
             "",
             "## Third",
             "",
-            "| run | time |",
+            "| run | time |",  # the paragraph before it stands under another heading: no caption
             "|---|---|",
             "| a | 1.5 s (`experiments/results/run.json`) |",
             "| b | 2.5 s |",
