@@ -84,6 +84,17 @@ def batches(encoded: list[tuple[list[int], list[int]]], batch_size: int, pad_id:
         yield ids, labels, mask
 
 
+def sft_step(model, optimizer, schedule, ids, labels, mask) -> float:
+    """One optimizer step on a batch (gradient clipped at 1.0); its loss."""
+    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(Path.home() / ".cache/ropd/models/smollm2-135m-gsm-teacher"), help="Output folder.")
@@ -117,16 +128,11 @@ def main() -> None:
     stopped_early = False
     for _ in range(args.epochs):
         for ids, labels, mask in batches(encoded, args.batch_size, tokenizer.pad_token_id, rng):
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss = sft_step(model, optimizer, schedule, ids, labels, mask)
             step += 1
-            losses.append(loss.item())
+            losses.append(loss)
             elapsed = time.monotonic() - started
-            print(f"step {step}/{steps_total} loss {loss.item():.3f} ({elapsed:.0f}s)", flush=True)
+            print(f"step {step}/{steps_total} loss {loss:.3f} ({elapsed:.0f}s)", flush=True)
             if elapsed > args.max_minutes * 60 or (args.max_steps is not None and step >= args.max_steps):
                 stopped_early = True
                 break

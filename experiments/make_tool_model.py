@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_teacher import batches  # a sibling script, not a package
+from make_teacher import batches, sft_step  # a sibling script, not a package
 
 TASK, PARAMS = "products", {"min_digits": 5, "max_digits": 6}
 
@@ -107,14 +107,8 @@ def main() -> None:
     started, losses = time.monotonic(), []
     stream = (batch for _ in range(100) for batch in batches(encoded, args.batch_size, tokenizer.pad_token_id, rng))
     for step, (ids, labels, mask) in zip(range(1, args.steps + 1), stream, strict=False):
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        print(f"step {step}/{args.steps} loss {loss.item():.3f} ({time.monotonic() - started:.0f}s)", flush=True)
+        losses.append(sft_step(model, optimizer, schedule, ids, labels, mask))
+        print(f"step {step}/{args.steps} loss {losses[-1]:.3f} ({time.monotonic() - started:.0f}s)", flush=True)
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
