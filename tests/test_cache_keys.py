@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ropd.cache import ResultCache
-from ropd.config import ModelAlias, load_config
+from ropd.config import PUBLISHED_JUDGE, ModelAlias, load_config
 from ropd.models import ensure_tiny_random, local_identity, weights_fingerprint
 from ropd.reward import build_rubric_reward, judge_endpoint_for
 from ropd.teacher import TeacherError, build_teacher_pool
@@ -148,7 +148,8 @@ def test_a_cut_off_teacher_answer_is_not_a_reference_for_the_rubric(tmp_path):
     prompt = {p.id: p for p in ROWS}
     with ScriptedServer(respond) as server, ResultCache(tmp_path / "c.sqlite") as cache:
         config = teacher_config(tmp_path, "scripted", base_url=server.base_url, num_answers=4)
-        reward = build_rubric_reward(config, prompt, cache)
+        judge = config.judge.model_copy(update=PUBLISHED_JUDGE)  # the judge's booleans only: no consensus criterion
+        reward = build_rubric_reward(config.model_copy(update={"judge": judge}), prompt, cache)
         rewards = asyncio.run(reward(prompts=[ROWS[0].question] * 2, completions=["2", "3"], id=["p0", "p0"]))
     assert rewards == [1.0, 1.0]
     (body,) = rubric_requests
@@ -165,7 +166,10 @@ class FixedTeacher:
 
 
 def pinned_keys(tmp_path: Path, **judge: object) -> dict[str, list[str]]:
-    """The cache keys one reward call (rubric, rollouts' verdicts, teacher verdicts) and one teacher `chat` store, by role."""
+    """The cache keys one reward call (rubric, rollouts' verdicts, teacher verdicts) and one teacher `chat` store, by role.
+
+    The judge runs with the published settings, changed only by `judge`: the keys stay those of the settings named here,
+    whatever the library's defaults."""
     from ropd.config import EndpointConfig
     from ropd.llm import LLMClient
     from ropd.reward import RubricReward
@@ -179,7 +183,7 @@ def pinned_keys(tmp_path: Path, **judge: object) -> dict[str, list[str]]:
         return Reply(content=["eight", "8"])
 
     settings = {"output.dir": str(tmp_path), "teacher.model": "scripted", "judge.score_teacher_answers": True}
-    config = load_config(overrides=settings | {f"judge.{k}": v for k, v in judge.items()})
+    config = load_config(overrides=settings | {f"judge.{k}": v for k, v in {**PUBLISHED_JUDGE, **judge}.items()})
     with ScriptedServer(respond) as server, ResultCache(tmp_path / "k.sqlite") as cache:
         endpoint = EndpointConfig(model="pinned-model", base_url=server.base_url, seed=3)
         common = {"cache": cache, "identity": "pinned-server"}

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 from scripted_pipeline import Scripted
 
-from ropd.config import RunConfig
+from ropd.config import PUBLISHED_JUDGE, RunConfig
 from ropd.reward import RubricReward
 from ropd.teacher import TeacherPool
 from ropd.testing.judge_scripts import blocks, contains_rule, is_judge_request, judge_reply, rubric_json, scripted_client, user_text
@@ -67,7 +67,8 @@ def test_a_group_split_across_processes_is_scored_once_whole_and_every_process_g
     local = [(ids[:3], texts[:3]), (ids[3:], texts[3:])]
     shared = {"count": 2, "barrier": threading.Barrier(2, timeout=60), "slots": [None, None]}
     results: dict[int, tuple] = {}
-    config = RunConfig.model_validate({"training": {"num_generations": 2}, "judge": {"rubric_refresh": "prompt"}})
+    judge = {**PUBLISHED_JUDGE, "rubric_refresh": "prompt"}  # one judge call per group, rewards from its booleans only
+    config = RunConfig.model_validate({"training": {"num_generations": 2}, "judge": judge})
     with ScriptedServer(respond) as server:
         rewards = [
             RubricReward(

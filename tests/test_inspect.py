@@ -118,14 +118,14 @@ def test_disagreement_is_a_wrong_rollout_scored_at_least_as_high_as_a_right_one(
 
 
 def test_group_record_of_a_scored_group_and_of_a_failed_one():
-    from ropd.config import JudgeConfig
+    from ropd.config import PUBLISHED_JUDGE, JudgeConfig
     from ropd.reward import GroupRun, group_record
     from ropd.scoring import score_verdicts
     from ropd.types import GroupScore, Rubric, Verdict
 
     rubric = Rubric.model_validate({"criteria": [{"id": "c1", "text": "right", "points": 3}, {"id": "c2", "text": "short", "points": 1}]})
     verdicts = [Verdict(answer=1, met=[True, True], final_answer="42"), Verdict(answer=2, met=[False, True], final_answer="7")]
-    scored = score_verdicts(rubric, verdicts, ["42", "7"], ["42"], JudgeConfig())
+    scored = score_verdicts(rubric, verdicts, ["42", "7"], ["42"], JudgeConfig(**PUBLISHED_JUDGE))
     run = GroupRun(score=GroupScore(prompt_id="p", rewards=scored.rewards, verdicts=scored.met, rubric=scored.rubric), indices=[0, 1])
     run.question, run.rollouts, run.teacher_answers, run.correct = "Q?", ["42", "7"], ["42"], [True, False]
     run.verdicts, run.scored = verdicts, scored
@@ -283,7 +283,7 @@ class Hostile(Scripted):
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory) -> Path:
     """Two steps of 2 prompts x 3 rollouts: tiny random student, scripted teacher/rubricator/judge over HTTP."""
-    from ropd.config import load_config
+    from ropd.config import PUBLISHED_JUDGE, load_config
     from ropd.training import train
 
     root = tmp_path_factory.mktemp("inspect-run")
@@ -295,7 +295,8 @@ def real_run(tmp_path_factory) -> Path:
     dataset.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = root / "run"
     with ScriptedServer(Hostile()) as server:
-        train(load_config(overrides=settings(server, out, **{"data.dataset": str(dataset), "training.save_steps": 5})))
+        published = {f"judge.{k}": v for k, v in PUBLISHED_JUDGE.items()}  # records of the judge's booleans only
+        train(load_config(overrides=settings(server, out, **{"data.dataset": str(dataset), "training.save_steps": 5}, **published)))
     return out
 
 

@@ -2,11 +2,12 @@
 
 import asyncio
 import json
+import re
 
 import pytest
 
 from ropd.cli import main
-from ropd.config import JudgeConfig
+from ropd.config import PUBLISHED_JUDGE, JudgeConfig
 from ropd.judge import judge_answers, judge_verdicts, shuffled_order
 from ropd.llm import LLMError
 from ropd.scoring import rubric_reward
@@ -35,8 +36,9 @@ def per_label(body):
 
 
 def judge(server, answers=ANSWERS, cfg=None, seed="p1:0", **kwargs):
+    """Judged as published unless `cfg` says otherwise: the whole group in one call, no evidence fields."""
     client = scripted_client(server, "judge", **kwargs)
-    return asyncio.run(judge_answers(client, QUESTION, RUBRIC, answers, cfg or JudgeConfig(), seed)), client
+    return asyncio.run(judge_answers(client, QUESTION, RUBRIC, answers, cfg or JudgeConfig(**PUBLISHED_JUDGE), seed)), client
 
 
 def test_rubric_reward_is_points_of_met_over_total():
@@ -221,8 +223,10 @@ def test_cli_judge_bad_input_exits_2_naming_the_field(tmp_path, capsys, data, na
 
 def test_cli_judge_without_valid_verdicts_exits_1_and_prints_no_reward(tmp_path, capsys):
     path = write_input(tmp_path, {"question": QUESTION, "rubric": RUBRIC.model_dump(), "answers": ANSWERS})
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({"judge": PUBLISHED_JUDGE}))  # the whole group in one call: 1 ask + 2 re-asks
     with ScriptedServer(sequence(Reply(content='{"verdicts": []}'))) as server:
-        code = main(["judge", "--input", path, "--model", "m", "--base-url", server.base_url, "--timeout", "5"])
+        code = main(["judge", "--input", path, "--config", str(config), "--model", "m", "--base-url", server.base_url, "--timeout", "5"])
     out = capsys.readouterr()
     assert code == 1
     assert out.out == ""
@@ -274,8 +278,8 @@ def everything_met(body):
     return judge_reply(body, lambda answer, criterion: True)
 
 
-def run_judge_cli(tmp_path, capsys, server, *flags, config: dict | None = None):
-    data = {"question": QUESTION, "rubric": TARGETED.model_dump(), "answers": ANSWERS, "teacher_answers": ["6*7 = 42", "It is 42."]}
+def run_judge_cli(tmp_path, capsys, server, *flags, config: dict | None = None, rubric: Rubric = TARGETED):
+    data = {"question": QUESTION, "rubric": rubric.model_dump(), "answers": ANSWERS, "teacher_answers": ["6*7 = 42", "It is 42."]}
     args = ["judge", "--input", write_input(tmp_path, data)]
     if config is not None:
         path = tmp_path / "run.yaml"
@@ -290,7 +294,8 @@ def run_judge_cli(tmp_path, capsys, server, *flags, config: dict | None = None):
 def test_cli_judge_scores_with_the_config_judge_settings_and_flags_override_them(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with ScriptedServer(everything_met) as server:
-        judge = {"model": "run-judge", "base_url": server.base_url, "verifiable_criteria": True, "consensus_criterion": True}
+        checks = {**PUBLISHED_JUDGE, "verifiable_criteria": True, "consensus_criterion": True}  # one call, no evidence check
+        judge = {"model": "run-judge", "base_url": server.base_url, **checks}
         config = {"judge": {**judge, "consensus_points": 3}, "teacher": {"model": "unused-teacher"}}
         result = run_judge_cli(tmp_path, capsys, server, config=config)
         assert server.requests[-1]["model"] == "run-judge"
@@ -316,13 +321,31 @@ def test_cli_judge_scores_with_the_config_judge_settings_and_flags_override_them
         assert len(server.requests) == 1 + 5  # single mode: one call per answer
 
 
+def copying_everything_met(body):
+    """`everything_met` with evidence: 42 copied as the required result, each answer's last number as its final result."""
+    reply = json.loads(everything_met(body))
+    answers = blocks(user_text(body), "ANSWER")
+    for verdict in reply["verdicts"]:
+        numbers = re.findall(r"\d+", answers[str(verdict["answer"])])
+        verdict.update(expected="42", final_answer=numbers[-1] if numbers else "none")
+    return json.dumps(reply)
+
+
 def test_cli_judge_without_settings_uses_the_library_defaults(tmp_path, capsys):
-    with ScriptedServer(everything_met) as server:
-        result = run_judge_cli(tmp_path, capsys, server, "--model", "m", "--base-url", server.base_url)
-    assert result["decided_by"] == ["judge"] * 3 and result["rewards"] == [1.0] * 5  # no code checks by default
+    states_42 = {"id": "c4", "text": "ends on 42", "points": 2}  # names the copied result, has no target: the evidence check's
+    rubric = Rubric.model_validate({"criteria": [*TARGETED.model_dump()["criteria"], states_42]})
+    with ScriptedServer(copying_everything_met) as server:
+        result = run_judge_cli(tmp_path, capsys, server, "--model", "m", "--base-url", server.base_url, rubric=rubric)
+    # every code check is on by default: c1 by its grounded target, c4 by the judge's copies, the consensus criterion appended
+    assert result["criteria"] == ["c1", "c2", "c3", "c4", "consensus"]
+    assert result["decided_by"] == ["target", "judge", "judge", "evidence", "consensus"]
+    assert result["judge_verdicts"] == [[True] * 4] * 5
+    finals_42 = [True, False, True, False, True]  # "41", and "Maybe 40 because I guessed." end on another number
+    assert result["rewards"] == pytest.approx([1.0 if ok else 3 / 15 for ok in finals_42])
+    assert sorted(len(blocks(user_text(b), "ANSWER")) for b in server.requests) == [1, 4]  # 4 answers per judge call
     assert server.requests[0]["temperature"] == 0.0
     schema = server.requests[0]["response_format"]["json_schema"]["schema"]["properties"]["verdicts"]["items"]["properties"]
-    assert "expected" not in schema
+    assert list(schema) == ["answer", "expected", "final_answer", "met"]
 
 
 def test_cli_rubric_takes_the_config_judge_settings(tmp_path, capsys):
@@ -348,5 +371,6 @@ def test_cli_rubric_takes_the_config_judge_settings(tmp_path, capsys):
 
 def test_cli_judge_a_bad_config_value_exits_2(tmp_path, capsys):
     path = write_input(tmp_path, {"question": QUESTION, "rubric": RUBRIC.model_dump(), "answers": ANSWERS})
-    assert main(["judge", "--input", path, "--model", "m", "--base-url", "http://127.0.0.1:9/v1", "--judge-evidence-check"]) == 2
+    flags = ["--no-judge-expected-evidence", "--judge-evidence-check"]
+    assert main(["judge", "--input", path, "--model", "m", "--base-url", "http://127.0.0.1:9/v1", *flags]) == 2
     assert "expected_evidence" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import pytest
 
 from ropd.cache import ResultCache
 from ropd.cli import main
-from ropd.config import JudgeConfig, RunConfig
+from ropd.config import PUBLISHED_JUDGE, JudgeConfig, RunConfig
 from ropd.judge import JudgeTally, judge_verdicts, verdict_schema
 from ropd.judge_eval import (
     Candidate,
@@ -51,9 +51,11 @@ EXPECTED = [[True, True, True], [False, False, False], [True, False, True]]
 
 
 def judge(server, answers, **settings):
+    """Verdicts from the published judge (the whole group in one call, no evidence fields) with `settings` changed."""
     client = scripted_client(server, "judge")
     tally = JudgeTally()
-    verdicts = asyncio.run(judge_verdicts(client, QUESTION, RUBRIC, answers, JudgeConfig(**settings), "s", tally=tally))
+    cfg = JudgeConfig(**{**PUBLISHED_JUDGE, **settings})
+    verdicts = asyncio.run(judge_verdicts(client, QUESTION, RUBRIC, answers, cfg, "s", tally=tally))
     return verdicts, tally
 
 
@@ -376,7 +378,8 @@ def targeted_judge(body):
 
 
 def test_judge_eval_reports_each_code_check_from_the_same_verdicts(tmp_path, capsys):
-    flags = ["--judge-verifiable-criteria", "--judge-expected-evidence", "--judge-evidence-check", "--judge-min-criteria", "3"]
+    checks = ["--judge-verifiable-criteria", "--judge-expected-evidence", "--judge-evidence-check", "--no-judge-consensus-criterion"]
+    flags = [*checks, "--judge-min-criteria", "3"]
     with ScriptedServer(targeted_judge) as server:
         judge = ["--judge", "scripted", "--judge-base-url", server.base_url, "--mode", "group", *flags]
         cache = ["--cache", str(tmp_path / "cache.sqlite")]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ropd.config import JudgeConfig
+from ropd.config import PUBLISHED_JUDGE, JudgeConfig
 from ropd.judge import verifier_messages
 from ropd.prompts import RUBRIC_VARIABLES, VERIFIER_VARIABLES, TemplateError, boundary_code, embed_text, load_template
 from ropd.rubrics import rubric_messages
@@ -30,13 +30,19 @@ def test_rubricator_renders_system_and_user_with_answers_after_think():
     assert '"criteria"' in user and len(digest) == 16
 
 
-def test_output_shapes_show_placeholders_never_sample_booleans():
-    rubric_user = rubric_messages("q", ["a"], ["b"], JudgeConfig())[0][1]["content"]
-    judge_user = verifier_messages("q", RUBRIC, ["a", "b"], JudgeConfig())[0][1]["content"]
+@pytest.mark.parametrize(
+    ("settings", "evidence"),
+    [(PUBLISHED_JUDGE, ""), ({}, '"expected": "<result the rubric requires>", ')],
+    ids=["published", "defaults"],
+)
+def test_output_shapes_show_placeholders_never_sample_booleans(settings, evidence):
+    rubric_user = rubric_messages("q", ["a"], ["b"], JudgeConfig(**settings))[0][1]["content"]
+    judge_user = verifier_messages("q", RUBRIC, ["a", "b"], JudgeConfig(**settings))[0][1]["content"]
     for text in (rubric_user, judge_user):
         assert "true" not in text.lower().replace("true only", "")
         assert "false" not in text.lower().replace("false otherwise", "")
-    assert '{"verdicts": [{"answer": <answer number>, "final_answer": "<its final result>", "met": [<2 booleans>]}' in judge_user
+    shape = '{"verdicts": [{"answer": <answer number>, ' + evidence + '"final_answer": "<its final result>", "met": [<2 booleans>]}'
+    assert shape in judge_user
 
 
 def test_extra_instructions_and_bounds_reach_the_rubricator():

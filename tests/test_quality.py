@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ropd.config import RunConfig
+from ropd.config import PUBLISHED_JUDGE, RunConfig
 from ropd.quality import PairCounts, pair_counts, pairwise_accuracy, roc_auc
 from ropd.reward import RubricReward
 from ropd.teacher import TeacherPool
@@ -69,7 +69,9 @@ def handler(body):
 
 
 def make_reward(server, rows, score_teacher: bool = False) -> RubricReward:
-    config = RunConfig.model_validate({"training": {"num_generations": 4}, "judge": {"score_teacher_answers": score_teacher}})
+    """The published judge (its booleans only), so that REWARDS, ties included, are the rubric's points."""
+    judge = {**PUBLISHED_JUDGE, "score_teacher_answers": score_teacher}
+    config = RunConfig.model_validate({"training": {"num_generations": 4}, "judge": judge})
     teacher = TeacherPool(scripted_client(server, "teacher"), num_answers=2)
     return RubricReward(config, teacher, scripted_client(server, "rubricator"), scripted_client(server, "judge"), rows)
 

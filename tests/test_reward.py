@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ropd.config import RunConfig
+from ropd.config import PUBLISHED_JUDGE, RunConfig
 from ropd.reward import RubricReward, group_indices
 from ropd.teacher import TeacherPool
 from ropd.testing.judge_scripts import blocks, contains_rule, is_judge_request, judge_reply, rubric_json, scripted_client, user_text
@@ -41,9 +41,10 @@ def handler(fail: dict[str, str] | None = None):
 
 
 def make_reward(server, refresh="step", num_generations=4, score_teacher=True) -> RubricReward:
+    """The reward with the published judge: each group (and its teacher answers) in one call, the judge's booleans only."""
     config = RunConfig.model_validate(
         {
-            "judge": {"rubric_refresh": refresh, "score_teacher_answers": score_teacher},
+            "judge": {**PUBLISHED_JUDGE, "rubric_refresh": refresh, "score_teacher_answers": score_teacher},
             "training": {"num_generations": num_generations},
         }
     )
@@ -204,7 +205,7 @@ def test_build_rubric_reward_wires_clients_from_config_and_never_pays_twice(tmp_
         config = RunConfig.model_validate(
             {
                 "teacher": {"model": "scripted-teacher", "num_answers": 2},
-                "judge": {"model": "scripted-judge"},
+                "judge": {**PUBLISHED_JUDGE, "model": "scripted-judge"},
                 "output": {"dir": str(tmp_path)},
             }
         )
@@ -259,7 +260,9 @@ def test_teacher_answers_are_not_in_the_rollouts_judge_call_by_default():
         teacher = TeacherPool(scripted_client(server, "teacher"), num_answers=2)
         reward = RubricReward(config, teacher, scripted_client(server, "rubricator"), scripted_client(server, "judge"), PROMPTS)
         rewards, metrics, _ = call(reward, ["p1"] * 4, ROLLOUTS)
-    assert rewards == pytest.approx(EXPECTED)
+    # by default the teachers' agreed final answer (42) adds the consensus criterion (5 points) to the judged 10
+    assert reward.last_group_scores[0].decided_by == ["judge"] * 4 + ["consensus"]
+    assert rewards == pytest.approx([13 / 15, 0.0, 12 / 15, 0.0])
     assert judged_texts(server) == [set(ROLLOUTS)]
     assert not any("sure: it is 42" in user_text(b) for b in server.requests if is_judge_request(b))
     assert reward.last_group_scores[0].teacher_scores == []
@@ -278,7 +281,8 @@ def test_scored_teacher_answers_get_judge_calls_of_their_own_and_chunk_size_appl
         return base(body)
 
     with ScriptedServer(respond) as server:
-        config = RunConfig.model_validate({"judge": {"score_teacher_answers": True, "chunk_size": 2}, "training": {"num_generations": 4}})
+        judge = {**PUBLISHED_JUDGE, "score_teacher_answers": True, "chunk_size": 2}
+        config = RunConfig.model_validate({"judge": judge, "training": {"num_generations": 4}})
         teacher = TeacherPool(scripted_client(server, "teacher"), num_answers=2)
         reward = RubricReward(config, teacher, scripted_client(server, "rubricator"), scripted_client(server, "judge"), PROMPTS)
         rewards, _, _ = call(reward, ["p1"] * 4, ROLLOUTS)
@@ -316,7 +320,8 @@ def lenient_handler(rubric=targeted_rubric, **extra):
 
 
 def reward_with(server, **judge) -> RubricReward:
-    config = RunConfig.model_validate({"judge": judge, "training": {"num_generations": 4}})
+    """The reward with the published judge (every code check off, one call per group) and the `judge` settings given."""
+    config = RunConfig.model_validate({"judge": {**PUBLISHED_JUDGE, **judge}, "training": {"num_generations": 4}})
     teacher = TeacherPool(scripted_client(server, "teacher"), num_answers=2)
     return RubricReward(config, teacher, scripted_client(server, "rubricator"), scripted_client(server, "judge"), PROMPTS)
 
@@ -332,7 +337,7 @@ def test_a_grounded_target_decides_its_criterion_over_a_judge_that_says_yes_to_e
     assert criterion["properties"]["target"] == {"type": "string", "maxLength": 32} and "target" in criterion["required"]
     assert '"target"' in user_text(rubric_request)
     with ScriptedServer(lenient_handler()) as server:
-        off, metrics_off, _ = call(reward_with(server), ["p1"] * 4, ROLLOUTS)
+        off, metrics_off, _ = call(reward_with(server, verifiable_criteria=False), ["p1"] * 4, ROLLOUTS)
         rubric_request = next(b for b in server.requests if "<<<BEGIN REFERENCE" in user_text(b))
     assert off == [1.0] * 4 and metrics_off["rubric/verifiable_criteria"] == 0 and metrics_off["rubric/judged_criteria"] == 4
     assert "target" not in rubric_request["response_format"]["json_schema"]["schema"]["properties"]["criteria"]["items"]["properties"]

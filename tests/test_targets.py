@@ -2,7 +2,7 @@
 
 import pytest
 
-from ropd.config import JudgeConfig
+from ropd.config import PUBLISHED_JUDGE, JudgeConfig
 from ropd.scoring import score_verdicts
 from ropd.targets import TARGET_MAX_CHARS, clean_target, ground_target, meets_target, numbers_in, occurs_in
 from ropd.types import Criterion, Rubric, Verdict
@@ -139,18 +139,23 @@ ANSWERS = ["3 * 400 = 1200. The answer is 1200 apples.", "3 + 400 = 403. The ans
 JUDGE_SAYS_ALL_MET = [[True] * 4, [True] * 4]
 
 
+def only(**checks: bool) -> JudgeConfig:
+    """The published judge settings (every code check off) with just `checks` set."""
+    return JudgeConfig(**{**PUBLISHED_JUDGE, **checks})
+
+
 def test_grounded_targets_decide_their_criteria_whatever_the_judge_said():
-    scored = score_verdicts(RUBRIC, JUDGE_SAYS_ALL_MET, ANSWERS, TEACHERS, JudgeConfig(verifiable_criteria=True), QUESTION)
+    scored = score_verdicts(RUBRIC, JUDGE_SAYS_ALL_MET, ANSWERS, TEACHERS, only(verifiable_criteria=True), QUESTION)
     assert scored.decided_by == ["target", "judge", "judge", "judge"]
     assert [row[0] for row in scored.met] == [True, False]  # the wrong answer loses the criterion the judge gave it
     assert scored.rewards == pytest.approx([1.0, 5 / 10])
     assert scored.dropped_targets == {"c3": "ungrounded", "c4": "unsafe"}
     judge_says_none = [[False] * 4, [False] * 4]
-    assert score_verdicts(RUBRIC, judge_says_none, ANSWERS, TEACHERS, JudgeConfig(verifiable_criteria=True)).met[0][0] is True
+    assert score_verdicts(RUBRIC, judge_says_none, ANSWERS, TEACHERS, only(verifiable_criteria=True)).met[0][0] is True
 
 
 def test_targets_are_ignored_unless_verifiable_criteria_is_on():
-    scored = score_verdicts(RUBRIC, JUDGE_SAYS_ALL_MET, ANSWERS, TEACHERS, JudgeConfig(), QUESTION)
+    scored = score_verdicts(RUBRIC, JUDGE_SAYS_ALL_MET, ANSWERS, TEACHERS, only(verifiable_criteria=False), QUESTION)
     assert scored.decided_by == ["judge"] * 4 and scored.rewards == [1.0, 1.0]
 
 
@@ -174,11 +179,11 @@ def test_evidence_check_decides_the_criteria_naming_the_result_most_verdicts_cop
         evidence("403", "403", [True, True], 3),  # a sycophantic copy is outvoted
     ]
     answers = ["a", "b", "c"]
-    cfg = JudgeConfig(expected_evidence=True, evidence_check=True)
+    cfg = only(expected_evidence=True, evidence_check=True)
     scored = score_verdicts(rubric, verdicts, answers, [], cfg)
     assert scored.expected == "1200" and scored.decided_by == ["evidence", "judge"]
     assert scored.met == [[True, True], [False, True], [False, True]]
-    off = score_verdicts(rubric, verdicts, answers, [], JudgeConfig(expected_evidence=True))
+    off = score_verdicts(rubric, verdicts, answers, [], only(expected_evidence=True, evidence_check=False))
     assert off.met == [v.met for v in verdicts]
     split = [evidence("1200", "1200", [False, False], 1), evidence("403", "403", [True, True], 2)]
     assert score_verdicts(rubric, split, ["a", "b"], [], cfg).decided_by == ["judge", "judge"]  # no majority: no change
@@ -187,11 +192,11 @@ def test_evidence_check_decides_the_criteria_naming_the_result_most_verdicts_cop
 def test_a_grounded_target_outranks_the_evidence_check():
     rubric = Rubric(criteria=[Criterion(id="c1", text="The answer is 1200", points=1, target="1200")])
     verdicts = [evidence("1200", "1200", [True], 1), evidence("1200", "1200", [True], 2)]  # the judge misread answer 2
-    cfg = JudgeConfig(expected_evidence=True, evidence_check=True, verifiable_criteria=True)
+    cfg = only(expected_evidence=True, evidence_check=True, verifiable_criteria=True)
     scored = score_verdicts(rubric, verdicts, ANSWERS, TEACHERS, cfg, QUESTION)
     assert scored.decided_by == ["target"] and scored.rewards == [1.0, 0.0]
 
 
 def test_evidence_check_without_expected_evidence_is_refused():
     with pytest.raises(ValueError, match="expected_evidence"):
-        JudgeConfig(evidence_check=True)
+        JudgeConfig(expected_evidence=False, evidence_check=True)

@@ -13,7 +13,7 @@ import threading
 import pytest
 import torch
 
-from ropd.config import load_config
+from ropd.config import PUBLISHED_JUDGE, load_config
 from ropd.models import load_model
 from ropd.testing.judge_scripts import blocks, criteria_texts, is_judge_request, rubric_json, user_text
 from ropd.testing.scripted_server import ScriptedServer
@@ -79,6 +79,7 @@ def run_config(server: ScriptedServer, out, **overrides):
         "training.learning_rate": 1e-3,
         "training.save_steps": 1,
         "output.dir": str(out),
+        **{f"judge.{k}": v for k, v in PUBLISHED_JUDGE.items()},  # the rewards are the scripted booleans' points, nothing else
         **overrides,
     }
     return load_config(overrides=values)
