@@ -122,6 +122,7 @@ class GroupRun:
     rollouts: list[str] = field(default_factory=list)
     rubric: Rubric | None = None  # the rubric as induced or reused, also when judging then failed
     verdicts: list[Verdict] = field(default_factory=list)  # the judge's own verdicts, evidence fields included
+    truncated: list[bool] = field(default_factory=list)  # per rollout: cut off at max_completion_length
 
 
 def group_indices(ids: list[str]) -> dict[str, list[int]]:
@@ -200,8 +201,9 @@ class RubricReward:
         ids = [str(i) for i in columns["id"]] if columns.get("id") is not None else [prompt_id(p) for p in prompts]
         texts = [tool_rollout_text(c, completion_text) for c in completions]  # a tool trajectory whole, marked
         references = columns.get("answer") or [None] * len(texts)
+        cut = self._truncated(completion_ids, len(texts))
         # Every process's rollouts, in TRL's process order (how it gathers rewards), so no group is seen in part.
-        parts = processes.gather(list(zip(ids, prompts, texts, references, strict=True)))
+        parts = processes.gather(list(zip(ids, prompts, texts, references, cut, strict=True)))
         offset, count = sum(len(part) for part in parts[: processes.index]), len(texts)
         batch = [item for part in parts for item in part]
         every_text = [item[2] for item in batch]
@@ -209,7 +211,9 @@ class RubricReward:
         mine = groups[processes.index :: processes.count]  # each group is scored once, by one process
         scored = await asyncio.gather(
             *(
-                self.score_group(self._row(pid, batch[indices[0]][1]), [every_text[i] for i in indices], step, indices)
+                self.score_group(
+                    self._row(pid, batch[indices[0]][1]), [every_text[i] for i in indices], step, indices, [batch[i][4] for i in indices]
+                )
                 for pid, indices in mine
             )
         )
@@ -278,10 +282,21 @@ class RubricReward:
         run.correct = [is_correct(text, reference, task, metadata) for text in rollouts]
         run.teacher_correct = [is_correct(text, reference, task, metadata) for text in run.teacher_answers]
 
-    async def score_group(self, row: PromptRow, rollouts: list[str], step: int, indices: list[int] | None = None) -> GroupRun:
-        """Teacher answers -> rubric (induced or reused) -> verdicts for one prompt group (ropd.scoring.score_group)."""
+    def _truncated(self, completion_ids: list[list[int]] | None, count: int) -> list[bool]:
+        """Per completion: did it reach max_completion_length (cut off, as TRL's mask_truncated_completions sees it)?"""
+        if completion_ids is None:
+            return [False] * count
+        limit = self.config.training.max_completion_length
+        return [len(ids) >= limit for ids in completion_ids]
+
+    async def score_group(
+        self, row: PromptRow, rollouts: list[str], step: int, indices: list[int] | None = None, truncated: list[bool] | None = None
+    ) -> GroupRun:
+        """Teacher answers -> rubric (induced or reused) -> verdicts for one prompt group (ropd.scoring.score_group);
+        with training.truncated_reward set, rollouts cut off at the length limit get that reward instead."""
         run = GroupRun(score=GroupScore(prompt_id=row.id), indices=indices if indices is not None else list(range(len(rollouts))))
         run.question, run.rollouts = row.question, list(rollouts)
+        run.truncated = list(truncated) if truncated is not None else [False] * len(rollouts)
         try:
             clock = time.monotonic()
             references = [a for a in await self.teacher.answers(row) if answer_text(a)]
@@ -311,7 +326,7 @@ class RubricReward:
         run.verdicts, run.scored = outcome.verdicts, outcome.scored
         run.score = GroupScore(
             prompt_id=row.id,
-            rewards=run.scored.rewards,
+            rewards=self._finished_first(run.scored.rewards, run.truncated),
             verdicts=run.scored.met,
             rubric=run.scored.rubric,
             decided_by=list(run.scored.decided_by),
@@ -321,6 +336,11 @@ class RubricReward:
             log.warning("prompt '%s': teacher answers not scored (%s)", row.id, outcome.teacher_error)
         run.final_answers = [_evidence(v.model_extra) for v in outcome.verdicts]
         return run
+
+    def _finished_first(self, rewards: list[float], truncated: list[bool]) -> list[float]:
+        """The rubric rewards, with training.truncated_reward (when set) for the rollouts cut off at the length limit."""
+        value = self.config.training.truncated_reward
+        return [value if value is not None and cut else reward for reward, cut in zip(rewards, truncated, strict=True)]
 
     def _failed(self, run: GroupRun, phase: str, error: str) -> GroupRun:
         """A group that got no reward: the phase that failed and why, logged."""
@@ -342,6 +362,9 @@ class RubricReward:
             **{f"rubric/{phase}_failure_rate": sum(r.failed_phase == phase for r in runs) / n for phase in PHASES},
             "rubric/partial_group_rate": sum(len(r.indices) < self.config.training.num_generations for r in runs) / n,
         }
+        cut = [c for r in runs for c in r.truncated]
+        if cut:
+            out["rubric/truncated_rate"] = _mean(cut)
         if rewards:
             out["rubric/reward_mean"] = statistics.fmean(rewards)
             out["rubric/reward_std"] = statistics.pstdev(rewards)
@@ -487,6 +510,7 @@ def group_record(run: GroupRun, step: int) -> dict[str, Any]:
         "consensus": scored.consensus if scored is not None else None,
         "dropped_targets": scored.dropped_targets if scored is not None else {},
         "rewards": score.rewards,
+        "truncated": run.truncated,
         "advantages": group_advantages(score.rewards),
         "correct": run.correct,
         "teacher_correct": run.teacher_correct,

@@ -40,19 +40,19 @@ def handler(fail: dict[str, str] | None = None):
     return respond
 
 
-def make_reward(server, refresh="step", num_generations=4, score_teacher=True) -> RubricReward:
+def make_reward(server, refresh="step", num_generations=4, score_teacher=True, training=None) -> RubricReward:
     """The reward with the published judge: each group (and its teacher answers) in one call, the judge's booleans only."""
     config = RunConfig.model_validate(
         {
             "judge": {**PUBLISHED_JUDGE, "rubric_refresh": refresh, "score_teacher_answers": score_teacher},
-            "training": {"num_generations": num_generations},
+            "training": {"num_generations": num_generations, **(training or {})},
         }
     )
     teacher = TeacherPool(scripted_client(server, "teacher"), num_answers=2)
     return RubricReward(config, teacher, scripted_client(server, "rubricator"), scripted_client(server, "judge"), PROMPTS)
 
 
-def call(reward, ids, texts, step=0, conversational=True):
+def call(reward, ids, texts, step=0, conversational=True, completion_ids=None):
     metrics: dict[str, float] = {}
     extra: dict[str, list] = {}
     prompts = [[m.model_dump() for m in PROMPTS[i].prompt] for i in ids]
@@ -61,7 +61,7 @@ def call(reward, ids, texts, step=0, conversational=True):
         reward(
             prompts=prompts,
             completions=completions,
-            completion_ids=[[1, 2]] * len(texts),
+            completion_ids=completion_ids or [[1, 2]] * len(texts),
             id=ids,
             answer=["42"] * len(ids),
             trainer_state=SimpleNamespace(global_step=step),
@@ -367,3 +367,19 @@ def test_evidence_check_in_training_compares_the_judges_copies_in_code():
     # "mentions 42" names the copied required result, so the copies decide it: "41" and "no idea" (copied "none") lose it
     assert rewards == pytest.approx([1.0, 0.5, 1.0, 0.5])
     assert metrics["rubric/evidence_criteria"] == 1 and metrics["rubric/judged_criteria"] == 3
+
+
+@pytest.mark.parametrize("truncated_reward", [None, 0.0, -0.5])
+def test_a_rollout_cut_off_at_the_length_limit_gets_truncated_reward_when_set(tmp_path, truncated_reward):
+    training = {"max_completion_length": 3, "truncated_reward": truncated_reward}
+    cut_off = [[1, 2, 3], [1, 2], [1, 2, 3, 4], [1]]  # the first and third reached the 3-token limit
+    with ScriptedServer(handler()) as server:
+        reward = make_reward(server, score_teacher=False, training=training)
+        reward.groups_log = tmp_path / "groups.jsonl"
+        rewards, metrics, _ = call(reward, ["p1"] * 4, ROLLOUTS, completion_ids=cut_off)
+    judged = EXPECTED if truncated_reward is None else [truncated_reward, EXPECTED[1], truncated_reward, EXPECTED[3]]
+    assert rewards == pytest.approx(judged)
+    assert metrics["rubric/truncated_rate"] == 0.5
+    assert metrics["rubric/reward_mean"] == pytest.approx(sum(judged) / 4)
+    record = json.loads(reward.groups_log.read_text())
+    assert record["truncated"] == [True, False, True, False] and record["rewards"] == pytest.approx(judged)
