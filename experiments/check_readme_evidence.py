@@ -2,8 +2,9 @@
 
 A *figure* is a measured number: a number with a unit of time, size, rate or ratio (`2.1 min`, `27.3 s`,
 `35 ms`, `4.4 GB`, `40 tok/s`, `22.5%`, `2.6x`), a count out of a total (`16 of 46`, `0/12`), or a decimal
-number (`0.82`). Versions (`0.3.36`, `Python ≥ 3.11`), dates, model sizes (`1.5B`), identifiers and anything
-inside inline code or a link target are not figures. Code blocks and headings are not checked.
+number (`0.82`). Versions (`0.3.36`, `Python ≥ 3.11`), dates, model sizes (`1.5B`), identifiers, a setting's value
+right after its flag or key (`--tools-python-timeout`, 10 s) and anything inside inline code or a link target are not
+figures. Code blocks and headings are not checked.
 
 The README is read as units: a paragraph, a list item, or a table row. A unit holding a figure is *cited*
 when an existing path under `experiments/results/` is named
@@ -41,6 +42,7 @@ FIGURE = re.compile(
     r"|(?<![\w.-])\d+\.\d+(?![\w.])"  # a decimal: 0.82 (not 0.3.36, 1.5B, 2026-12-02)
 )
 INLINE_CODE = re.compile(r"`[^`]*`")
+SETTING = re.compile(r"`[^`\s]+`,?\s*\d[\d,.]*\s?(?:%|x|s|ms|min|GB|GiB|MB|kB)?(?![\w.])")  # `--flag`, 10 s
 VERSION = re.compile(r"(?:[≥≤]|[<>=~]=|Python)\s?\d+(?:\.\d+)+")
 LINK_TARGET = re.compile(r"\]\([^)]*\)")
 OUTSIDE = re.compile(r"(?<![\w.~])/(?:tmp|home|root|work|mnt)/\S*")
@@ -99,7 +101,7 @@ def parse(markdown: str) -> tuple[list[Unit], dict[int, list[Unit]]]:
 
 def figures(text: str) -> list[str]:
     """The figures of a text, leaving out inline code and link targets."""
-    text = VERSION.sub("", LINK_TARGET.sub("]", INLINE_CODE.sub("", text)))
+    text = VERSION.sub("", LINK_TARGET.sub("]", INLINE_CODE.sub("", SETTING.sub("", text))))
     return [m.group(0) for m in FIGURE.finditer(text)]
 
 

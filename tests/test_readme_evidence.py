@@ -40,6 +40,7 @@ def test_what_counts_as_a_figure():
     ]
     assert checker.figures("16 of 46 faulted, 0/12 raised, AUC 0.82") == ["16 of 46", "0/12", "0.82"]
     not_figures = "Python ≥ 3.11, llama-cpp-python 0.3.36, the 1.5B judge, 2026-12-02, 4 rollouts, `lr 2e-4 took 5 s`, [a](#x-1.5)"
+    not_figures += ", a limit (`--timeout`, 10 s), `chunk_size` 4"
     assert checker.figures(not_figures) == []
 
 
