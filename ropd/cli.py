@@ -2,6 +2,9 @@
 
 stdout carries each command's result; progress, logs and errors go to stderr.
 Exit codes: 0 success, 1 the work failed, 2 bad input (arguments, config, data files).
+
+Longer than 500 lines on purpose: one short section per command (`cmd_X` runs it, `add_X` declares its flags), kept
+together so every command and flag is found in one place; logic a command grows moves into the library.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Every field carries its help text; `ropd train --help`, the YAML files in `ropd/configs/` (also at
 `configs/` in a checkout) and the docs all read from here. Unknown keys and bad values are errors
 naming the field and where it came from.
+
+Longer than 500 lines on purpose: it is the one pydantic tree of every run setting, whose field descriptions are the
+help text, plus the YAML loading and the flags generated from the fields, which read that tree.
 """
 
 from __future__ import annotations

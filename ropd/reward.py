@@ -18,6 +18,9 @@ call also logs how well the rewards separate correct from incorrect answers (qua
 references never touch the rewards. With `groups_log` set (training sets <output dir>/groups.jsonl), every
 call appends one JSON line per group (`group_record`) for `ropd inspect`.
 `serve_local_models` starts the loopback servers of a local teacher and judge for the duration of a run.
+
+Longer than 500 lines on purpose: most of it is `RubricReward`, whose parts (grouping, the exchange between processes,
+scoring, metrics, the group records) share one call's state; scoring itself is ropd.scoring.
 """
 
 from __future__ import annotations
