@@ -1,20 +1,23 @@
 """Make the tool demo's models: fine-tune the packaged SmolLM2-135M to call the Python tool on reasoning-gym `products`.
 
-The packaged 135M never writes a tool call on its own (0 of 12 samples here), so the tool demo
+The packaged 135M wrote no tool call on its own in the samples tried, so the tool demo
 (`experiments/tools_demo.py`) starts from two short fine-tunes on tool trajectories, rendered with TRL's qwen2_5 chat
 template (the one the demo's runs give the student, which fits SmolLM2's <|im_start|>/<|im_end|> tokens):
 
-  teacher   every example calls the tool: the question, `<tool_call>` with `print(a * b)`, the sandbox's real
-            output, then "The answer is N." (a tool-using white-box teacher for opd and sod, and the served
-            teacher of ropd)
-  student   `--call-rate` of the examples call the tool; the others answer at once with the right product, which a
-            135M model cannot compute: calling is the behaviour the tool rewards
+  teacher   16 steps on examples that all call the tool: the question, `<tool_call>` with `print(a * b)`, the
+            sandbox's real output, then "The answer is N." (a tool-using white-box teacher for opd and sod, and the
+            served teacher of ropd)
+  student   the same examples, 8 steps: it has seen the format but often answers at once ("The answer is ...", the
+            way the examples' last turn starts), with a product a 135M model cannot compute, so calling the tool is
+            what the outcome reward favours. `--call-rate` below 1 mixes in examples that answer at once; at 0.5 and
+            0.8 (6 steps) the student never called the tool in the demo's first rollouts
 
 Loss on the assistant turns only; the tool output is context, as in training. Examples come from generator seed 1000
 (the demo trains on seed 0 and evaluates nothing else). Reuses `experiments/make_teacher.py`'s batching.
 
-    .venv/bin/python experiments/make_tool_model.py --role teacher --out ~/.cache/ropd/models/smollm2-135m-tools-teacher
-    .venv/bin/python experiments/make_tool_model.py --role student --call-rate 0.5 --steps 6 \
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python experiments/make_tool_model.py --role teacher --steps 16 --batch-size 4 \
+        --out ~/.cache/ropd/models/smollm2-135m-tools-teacher
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python experiments/make_tool_model.py --role student --steps 8 --batch-size 4 \
         --out ~/.cache/ropd/models/smollm2-135m-tools-student
 """
 
