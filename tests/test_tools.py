@@ -180,3 +180,13 @@ def test_teacher_runs_the_tool_loop_and_caches_the_whole_trajectory_keyed_by_the
         assert asyncio.run(pool(["python"]).answers(row)) == answers and len(server.requests) == 4  # cached
         asyncio.run(pool(["python", "ropd.testing.tool_scripts:digit_sum"]).answers(row))
         assert len(server.requests) == 8  # another tool set: other keys
+
+
+def test_tools_and_template_arguments_reach_trl():
+    from ropd.training import grpo_args
+
+    overrides = {"tools.names": ["python"], "tools.max_iterations": 3, "student.chat_template_kwargs": '{"enable_thinking": false}'}
+    args = grpo_args(load_config(overrides={**overrides, "output.dir": "unused"}))
+    assert args.max_tool_calling_iterations == 3 and args.chat_template_kwargs == {"enable_thinking": False}
+    plain = grpo_args(load_config(overrides={"output.dir": "unused"}))
+    assert plain.max_tool_calling_iterations is None and not plain.chat_template_kwargs
