@@ -49,7 +49,7 @@ from ropd.quality import pair_counts, roc_auc
 from ropd.rubrics import RubricStore
 from ropd.scoring import ScoredGroup, decision_counts, score_group
 from ropd.teacher import TeacherError, build_teacher_pool, needs_local_server
-from ropd.tools import tool_rollout_text
+from ropd.tools import readable_trajectory, tool_rollout_text
 from ropd.types import Criterion, GroupScore, PromptRow, Rubric, Usage, Verdict
 
 PHASES = ("teacher", "rubric", "judge")
@@ -502,8 +502,8 @@ def group_record(run: GroupRun, step: int) -> dict[str, Any]:
         "step": step,
         "prompt_id": score.prompt_id,
         "question": run.question,
-        "teacher_answers": run.teacher_answers,
-        "rollouts": run.rollouts,
+        "teacher_answers": [readable_trajectory(t) for t in run.teacher_answers],
+        "rollouts": [readable_trajectory(t) for t in run.rollouts],
         "rubric": rubric.model_dump(mode="json", exclude_none=True)["criteria"] if rubric is not None else None,
         "decided_by": score.decided_by,
         "verdicts": score.verdicts,

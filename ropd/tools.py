@@ -349,6 +349,13 @@ def show_tool_marks(text: str, boundary: str) -> str:
     return MARK_PATTERN.sub(lambda m: render_fragment("tool_marker", kind=m.group(1), name=m.group(2), boundary=boundary), text)
 
 
+def readable_trajectory(text: str) -> str:
+    """A trajectory for logs and reports (groups.jsonl, `ropd inspect`): its marks as marker lines without a code."""
+    return MARK_PATTERN.sub(
+        lambda m: render_fragment("tool_marker", kind=m.group(1), name=m.group(2), boundary="").replace(" ]", "]"), text
+    )
+
+
 def tool_rollout_text(completion: Any, plain: Callable[[Any], str]) -> str:
     """The text a rubric reward scores: the marked trajectory when the completion used tools, else `plain(completion)`."""
     return trajectory_text(completion) if has_tool_use(completion) else plain(completion)

@@ -143,6 +143,8 @@ def test_ropd_judge_and_rubricator_see_both_trajectories_marked(tmp_path):
         assert f"[TOOL OUTPUT name {code}]" in system_text(body)  # the note explaining the markers
     assert TEACHER_CODE in user_text(rubric) and TEACHER_RESULT in user_text(rubric)
     assert STUDENT_CODE in user_text(judge) and STUDENT_RESULT in user_text(judge)
+    (group,) = [json.loads(line) for line in (tmp_path / "ropd" / "groups.jsonl").read_text().splitlines()]
+    assert f"[TOOL OUTPUT python]\n{STUDENT_RESULT}\n[END TOOL OUTPUT]" in group["rollouts"][0]  # readable in the report
     record = metrics(tmp_path / "ropd")
     assert record["tools/call_frequency"] == 1.0
     assert record["rubric/reward_mean"] == 1.0  # the judge saw the tool output in every rollout
