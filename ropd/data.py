@@ -45,10 +45,26 @@ def load_prompts(spec: str, split: str = "train", max_prompts: int | None = None
 
 
 def to_dataset(prompts: list[PromptRow]):
-    """A `datasets.Dataset` in TRL's conversational prompt format (columns: id, prompt, answer)."""
+    """A `datasets.Dataset` in TRL's conversational prompt format (columns: id, prompt, answer, task, metadata).
+
+    `task` and `metadata` (JSON text; "" when a row has none) reach the reward functions with the answer, so the
+    outcome reward checks a reasoning-gym row with the task's own scorer rather than a generic comparison.
+    """
     from datasets import Dataset
 
-    return Dataset.from_list([{"id": p.id, "prompt": [m.model_dump() for m in p.prompt], "answer": p.answer or ""} for p in prompts])
+    return Dataset.from_list([_dataset_row(p) for p in prompts])
+
+
+def _dataset_row(row: PromptRow) -> dict[str, Any]:
+    extra = row.model_extra or {}
+    task, metadata = extra.get("task"), extra.get("metadata")
+    return {
+        "id": row.id,
+        "prompt": [m.model_dump() for m in row.prompt],
+        "answer": row.answer or "",
+        "task": str(task) if task else "",
+        "metadata": metadata if isinstance(metadata, str) else json.dumps(metadata) if metadata else "",
+    }
 
 
 def prompt_token_counts(prompts: list[PromptRow], tokenizer) -> list[int]:

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from ropd.answers import outcome_reward
 from ropd.data import DataError, load_prompts, prompt_id, to_dataset
 
 
@@ -41,9 +42,21 @@ def test_json_parquet_and_csv(tmp_path):
 
 
 def test_to_dataset_is_trl_conversational(tmp_path):
-    rows = load_prompts(str(write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "prompt": "q?"}])))
+    rows = load_prompts(
+        str(write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "prompt": "q?"}, {"id": "b", "prompt": "r?", "metadata": {"k": 1}}]))
+    )
     ds = to_dataset(rows)
     assert ds[0]["prompt"] == [{"role": "user", "content": "q?"}] and ds[0]["id"] == "a"
+    assert (ds[0]["task"], ds[0]["metadata"]) == ("", "") and json.loads(ds[1]["metadata"]) == {"k": 1}
+
+
+def test_the_outcome_reward_checks_a_reasoning_gym_row_with_the_tasks_own_scorer():
+    row = to_dataset(load_prompts("reasoning-gym:chain_sum?size=1&seed=0&min_terms=2&max_terms=3&min_digits=1&max_digits=2"))[0]
+    expression = row["prompt"][0]["content"].rsplit(":", 1)[1].strip(" =")  # e.g. "15 - 43 - 75"
+    completions = [f"The answer is {expression}", f"The answer is {row['answer']}"]
+    columns = {name: [row[name]] * 2 for name in ("answer", "task", "metadata")}
+    assert row["task"] == "chain_sum"
+    assert outcome_reward([None, None], completions, **columns) == [0.0, 1.0]  # restating the sum is not answering it
 
 
 @pytest.mark.parametrize(
