@@ -319,10 +319,11 @@ class TrainingConfig(_Section):
     )
     max_completion_length: int = Field(default=1024, ge=1, description="Maximum tokens per student rollout.")
     truncated_reward: float | None = Field(
-        default=None,
+        default=0.0,
         description="Rubric reward (ropd) of a rollout cut off at max_completion_length, in place of its rubric score: "
         "an unfinished answer states no result, and a judge that credits its working teaches the student to write past "
-        "the limit. null: score it like the others. (TRL's mask_truncated_completions, DAPO's overlong filtering, masks "
+        "the limit (on the CPU bench, 0.0 lifted rubric OPD from 6.7% to 17.5% held-out accuracy). null: score it like "
+        "the others. (TRL's mask_truncated_completions, DAPO's overlong filtering, masks "
         "such rollouts from the loss instead; here they stay in the group and pull its mean.)",
     )
     temperature: float = Field(default=1.0, gt=0, description="Student sampling temperature.")

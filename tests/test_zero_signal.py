@@ -79,6 +79,7 @@ def run_config(tmp_path, **overrides):
         "training.num_generations": 2,
         "training.per_device_train_batch_size": 2,  # 4 completions per batch: 2 accumulated micro-batches per update
         "training.max_completion_length": 6,
+        "training.truncated_reward": None,  # a tiny random student always reaches the limit: keep its rubric rewards
         "training.learning_rate": 1e-3,
         "training.weight_decay": 0.1,
         "training.save_steps": 1000,
