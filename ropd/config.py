@@ -595,5 +595,17 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The config overrides the user actually typed (flags absent from argv are not overrides)."""
-    return {k: v for k, v in vars(args).items() if "." in k}
+    """The config overrides the user actually typed (flags absent from argv are not overrides).
+
+    `null` (or `none`) unsets a field that may be unset, e.g. `--judge-chunk-size null`, as in YAML."""
+    return {k: None if _is_null(k, v) else v for k, v in vars(args).items() if "." in k}
+
+
+def _is_null(dotted: str, value: Any) -> bool:
+    """Whether a typed flag value means "unset": `null`/`none` for a field whose type allows None."""
+    if not isinstance(value, str) or value.strip().lower() not in ("null", "none"):
+        return False
+    section, _, field = dotted.partition(".")
+    model = RunConfig.model_fields[section].annotation
+    annotation = model.model_fields[field].annotation  # type: ignore[union-attr]
+    return type(None) in typing.get_args(annotation)

@@ -50,6 +50,16 @@ def test_untyped_flags_are_not_overrides():
     assert parse(["--report-to", "tensorboard", "wandb"]) == {"training.report_to": ["tensorboard", "wandb"]}
 
 
+def test_null_on_the_command_line_unsets_a_field_that_may_be_unset():
+    overrides = parse(["--judge-chunk-size", "null", "--truncated-reward", "None", "--teacher", "none"])
+    assert overrides == {"judge.chunk_size": None, "training.truncated_reward": None, "teacher.model": "none"}
+    config = load_config(overrides=overrides)
+    assert config.judge.chunk_size is None and config.training.truncated_reward is None
+    assert load_config().judge.chunk_size == 4 and load_config().training.truncated_reward == 0.0
+    with pytest.raises(ConfigError, match="learning_rate"):  # a field that must have a value keeps refusing it
+        load_config(overrides=parse(["--learning-rate", "null"]))
+
+
 def test_unknown_key_is_an_error_naming_file_and_field(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("training:\n  learning_rat: 1e-6\n")
