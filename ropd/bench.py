@@ -207,7 +207,15 @@ def run_arm(
     result = summarise_arm(bench, config, method, seed, key, callback, step0, tokens_per_prompt, wall)
     (out / "arm.json").write_text(result.model_dump_json(indent=2) + "\n")
     keep_step_records(out, Path(bench.output_dir) / "steps", f"{method}-seed{seed}")
+    drop_checkpoints(out)
     return result
+
+
+def drop_checkpoints(arm_dir: Path) -> None:
+    """Delete a finished arm's trainer checkpoints (weights plus optimizer state, about 12x the weights with AdamW):
+    an unfinished arm starts over rather than resuming, so only the final model is kept."""
+    for checkpoint in arm_dir.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 def keep_step_records(arm_dir: Path, steps_dir: Path, name: str) -> None:

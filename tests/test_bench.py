@@ -83,6 +83,8 @@ def test_bench_runs_arms_writes_results_and_resumes(tmp_path, monkeypatch):
             assert arm["curve"][0]["accuracy"] == results["step0_accuracy"]
             assert all(0.0 <= p["accuracy"] <= 1.0 for p in arm["curve"])
             assert (out / "arms" / f"{arm['method']}-seed0" / "curve.jsonl").read_text().count("\n") == 2
+            arm_dir = out / "arms" / f"{arm['method']}-seed0"
+            assert (arm_dir / "final").is_dir() and not list(arm_dir.glob("checkpoint-*"))  # only the final model stays
         ropd_arm, opd_arm = results["arms"]
         # Costs: rubric OPD pays teacher answers and judge tokens; logit OPD pays teacher forward passes, no judge.
         assert ropd_arm["judge_tokens"] > 0 and ropd_arm["judge_requests"] == judge_requests
