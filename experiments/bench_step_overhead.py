@@ -51,6 +51,7 @@ def run_config(method: str, prompts: int, args: argparse.Namespace, base_url: st
             "training.prompts_per_step": prompts,
             "training.num_generations": args.rollouts,
             "training.max_completion_length": args.completion_length,
+            "training.truncated_reward": None,  # the random student's rollouts all reach the limit: keep the update
             "training.save_steps": 10_000,
             "output.dir": str(out),
             "output.cache": str(out.parent / f"{out.name}-cache.sqlite"),
