@@ -286,7 +286,8 @@ class RubricReward:
         run.teacher_correct = [is_correct(text, reference, task, metadata) for text in run.teacher_answers]
 
     def _truncated(self, completion_ids: list[list[int]] | None, count: int) -> list[bool]:
-        """Per completion: did it reach max_completion_length (cut off, as TRL's mask_truncated_completions sees it)?"""
+        """Per completion: did it reach max_completion_length tokens? (By length alone: TRL's mask_truncated_completions
+        asks instead whether the last token is an end token; the two differ only for an end token exactly at the limit.)"""
         if completion_ids is None:
             return [False] * count
         limit = self.config.training.max_completion_length
@@ -329,7 +330,7 @@ class RubricReward:
         run.verdicts, run.scored = outcome.verdicts, outcome.scored
         run.score = GroupScore(
             prompt_id=row.id,
-            rewards=self._finished_first(run.scored.rewards, run.truncated),
+            rewards=self._with_truncated_reward(run.scored.rewards, run.truncated),
             verdicts=run.scored.met,
             rubric=run.scored.rubric,
             decided_by=list(run.scored.decided_by),
@@ -340,7 +341,7 @@ class RubricReward:
         run.final_answers = [_evidence(v.model_extra) for v in outcome.verdicts]
         return run
 
-    def _finished_first(self, rewards: list[float], truncated: list[bool]) -> list[float]:
+    def _with_truncated_reward(self, rewards: list[float], truncated: list[bool]) -> list[float]:
         """The rubric rewards, with training.truncated_reward (when set) for the rollouts cut off at the length limit."""
         value = self.config.training.truncated_reward
         return [value if value is not None and cut else reward for reward, cut in zip(rewards, truncated, strict=True)]
