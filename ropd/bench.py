@@ -150,7 +150,7 @@ def evaluate_model(name: str, config: RunConfig, prompts: list[PromptRow], setti
         saved = json.loads(path.read_text())
         if saved.get("fingerprint") == key:
             return {"num_prompts": len(prompts), **saved}
-    console.print(f"evaluating {name} on {len(prompts)} held-out prompts ...")
+    console.print(f"evaluating {name} on {len(prompts)} prompts ({path.name}) ...")
     model = load_model(name, config.student.dtype, config.models)
     point = evaluate_point(model, load_tokenizer(name, config.models), prompts, settings, 0, 0)
     saved = {"fingerprint": key, "model": name, "num_prompts": len(prompts), **point.model_dump()}

@@ -295,6 +295,36 @@ def test_scored_teacher_answers_get_judge_calls_of_their_own_and_chunk_size_appl
     assert reward.last_group_scores[0].teacher_scores == pytest.approx([8 / 10, 9 / 10])
 
 
+def test_published_recipe_judges_teacher_answers_and_rollouts_in_one_shuffled_call():
+    answers = iter(["The answer is 42 because **", "sure, 42 because"])
+    lock = threading.Lock()
+    base = handler()
+
+    def respond(body):
+        if "<<<BEGIN" not in user_text(body):
+            with lock:
+                return Reply(content=[next(answers), next(answers)])
+        return base(body)
+
+    with ScriptedServer(respond) as server:
+        config = RunConfig.model_validate({"judge": PUBLISHED_JUDGE, "training": {"num_generations": 4}})
+        assert config.judge.score_teacher_answers == "in_call" and not config.judge.answer_evidence
+        teacher = TeacherPool(scripted_client(server, "teacher"), num_answers=2)
+        reward = RubricReward(config, teacher, scripted_client(server, "rubricator"), scripted_client(server, "judge"), PROMPTS)
+        rewards, metrics, _ = call(reward, ["p1"] * 4, ROLLOUTS)
+    judge_calls = [b for b in server.requests if is_judge_request(b)]
+    assert len(judge_calls) == 1  # one call: the 4 rollouts and the 2 teacher answers together
+    labelled = blocks(user_text(judge_calls[0]), "ANSWER")
+    assert set(labelled.values()) == set(ROLLOUTS) | {"The answer is 42 because **", "sure, 42 because"}
+    assert list(labelled.values())[:4] != ROLLOUTS  # shuffled: the rollouts are not simply first, in order
+    verdict = judge_calls[0]["response_format"]["json_schema"]["schema"]["properties"]["verdicts"]["items"]
+    assert list(verdict["properties"]) == ["answer", "met"]  # booleans only
+    assert rewards == pytest.approx(EXPECTED)  # the rollouts' rewards as when judged alone
+    assert reward.last_group_scores[0].teacher_scores == pytest.approx([8 / 10, 9 / 10])
+    assert metrics["rubric/teacher_score_mean"] == pytest.approx(0.85)
+    assert metrics["rubric/student_beats_weakest_teacher_rate"] == 0.0  # best rollout 0.8 is not above 0.8
+
+
 def targeted_rubric(body) -> str:
     criteria = [
         {"id": "c1", "category": "correctness", "text": "mentions 42", "target": 42, "points": 5},  # grounded: the teachers' result
