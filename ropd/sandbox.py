@@ -52,18 +52,19 @@ from pathlib import Path
 SANDBOX_UID = 65534  # nobody
 WORKDIR = "/tmp"
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; `make install` does it when run as root)"
-DENIED_CALLS = (
-    "unshare setns mount umount2 pivot_root chroot move_mount open_tree fsopen fsconfig fsmount fspick mount_setattr "
-    "ptrace process_vm_readv process_vm_writev pidfd_getfd kcmp bpf perf_event_open userfaultfd keyctl add_key "
-    "request_key init_module finit_module delete_module kexec_load kexec_file_load reboot swapon swapoff syslog acct "
-    "quotactl iopl ioperm name_to_handle_at open_by_handle_at lookup_dcookie io_uring_setup io_uring_enter "
-    "io_uring_register personality vhangup settimeofday clock_settime adjtimex clock_adjtime"
+DENIED_CALLS = (  # noqa: SIM905  refused with EPERM
+    "unshare setns mount umount2 pivot_root chroot move_mount open_tree fsopen fsconfig fsmount fspick "
+    "mount_setattr ptrace process_vm_readv process_vm_writev pidfd_getfd kcmp bpf perf_event_open userfaultfd "
+    "keyctl add_key request_key init_module finit_module delete_module kexec_load kexec_file_load reboot swapon "
+    "swapoff syslog acct quotactl iopl ioperm name_to_handle_at open_by_handle_at lookup_dcookie io_uring_setup "
+    "io_uring_enter io_uring_register personality vhangup settimeofday clock_settime adjtimex clock_adjtime"
 ).split()
 # CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET
 CLONE_NAMESPACE_FLAGS = (0x20000, 0x2000000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000)
 JOIN_CGROUPS = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"'
 JAIL_PROCESSES = 4  # besides the program's: bwrap's monitor and init, twice as root
 JAIL_ERRORS = ("bwrap:", "setpriv:", "sh:")  # how the jail's own failures start on stderr
+TOOL_PATH = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin"  # where bwrap and setpriv are looked for
 BOOT = Path(__file__).resolve().parent / "sandbox_boot.py"
 
 
@@ -284,7 +285,7 @@ def child_environment(home: str) -> dict[str, str]:
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/bin:/bin:/usr/sbin:/sbin")
+    path = shutil.which(name, path=TOOL_PATH)
     if path is None:
         hint = INSTALL_HINT if name == "bwrap" else "install util-linux (it ships setpriv)"
         raise SandboxUnavailable(f"the Python tool's jail needs `{name}`, which is not on this machine: {hint}")
@@ -301,7 +302,8 @@ def _jail_args(settings: Settings, boot: list[str], seccomp_fd: int, info_fd: in
         *("--disable-userns", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox"),
         *("--die-with-parent", "--new-session", *info, *file_view().args()),
         *("--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev"),
-        *("--size", str(settings.disk_mb * 1024 * 1024), "--perms", "0700", "--tmpfs", WORKDIR, "--chdir", WORKDIR),
+        *("--size", str(settings.disk_mb * 1024 * 1024), "--perms", "0700", "--tmpfs", WORKDIR, "--remount-ro", "/"),
+        *("--chdir", WORKDIR),
         *("--clearenv", *environment, "--seccomp", str(seccomp_fd), "--", *boot),
     ]
 
@@ -445,6 +447,5 @@ def check_jail() -> None:
     finished = run_program("print('ok')", settings)
     if finished.returncode != 0 or finished.stdout.strip() != "ok":
         raise SandboxUnavailable(
-            f"the Python tool's jail did not run a trial program (exit status {finished.returncode}): "
-            f"{finished.stderr.strip()[-800:]}"
+            f"the Python tool's jail did not run a trial program (exit status {finished.returncode}): {finished.stderr.strip()[-800:]}"
         )

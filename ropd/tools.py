@@ -233,6 +233,11 @@ def build_toolbox(config: ToolsConfig) -> Toolbox | None:
     if not config.names:
         return None
     limits = SandboxLimits.from_config(config)
+    if PYTHON_TOOL in config.names and limits.sandbox == "jail":
+        try:
+            check_jail()
+        except SandboxUnavailable as exc:
+            raise ConfigError(f"field 'tools.python_sandbox': {exc}; or set it to unsafe-local (trusted code only)") from None
     functions = [python_tool(limits) if spec == PYTHON_TOOL else load_user_tool(spec) for spec in config.names]
     names = [f.__name__ for f in functions]
     if len(set(names)) != len(names):
