@@ -59,7 +59,7 @@ def main() -> None:
         "max_s": round(max(times), 4),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
-        "ropd_tools": str(Path(tools.__file__).resolve().relative_to(Path(tools.__file__).resolve().parents[1])),
+        "ropd_tools": str(Path(tools.__file__).resolve()),
     }
     print(json.dumps(record))
     records = json.loads(args.out.read_text()) if args.out.exists() else []

@@ -401,7 +401,7 @@ def _wait(process: subprocess.Popen, program: str, timeout: float, launch: _Laun
         process.communicate(program.encode("utf-8", errors="replace"), timeout=timeout)
         return False
     except subprocess.TimeoutExpired:
-        init = _first_init(launch.info_fd)
+        init = _first_init(launch.info_fd, process.pid)
         for pid in (init, -process.pid):
             with contextlib.suppress(ProcessLookupError, TypeError):
                 os.kill(pid, signal.SIGKILL)  # the init of the call's PID namespace takes every process with it
@@ -410,14 +410,16 @@ def _wait(process: subprocess.Popen, program: str, timeout: float, launch: _Laun
         return True
 
 
-def _first_init(info_fd: int | None) -> int | None:
-    """The host pid of the call's outermost PID-namespace init, as bwrap reported it."""
+def _first_init(info_fd: int | None, parent: int) -> int | None:
+    """The host pid of the call's outermost PID-namespace init, as bwrap reported it (checked to be its child)."""
     if info_fd is None:
         return None
     try:
-        return int(json.loads(os.read(info_fd, 65536))["child-pid"])
-    except (OSError, ValueError, KeyError, TypeError):
+        pid = int(json.loads(os.read(info_fd, 65536))["child-pid"])
+        ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
+    return pid if ppid == parent else None
 
 
 def _await_end(pid: int | None, seconds: float = 2.0) -> None:

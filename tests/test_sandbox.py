@@ -204,7 +204,10 @@ def test_signals_cannot_reach_a_process_the_test_started(victim):
     assert victim.poll() is None and "pidfd REFUSED ProcessLookupError" in output
 
 
-def test_no_process_outlives_a_call_that_timed_out(token):
+@pytest.mark.parametrize("cgroup", [True, False], ids=["cgroup-if-any", "pid-namespace-only"])
+def test_no_process_outlives_a_call_that_timed_out(token, monkeypatch, cgroup):
+    if not cgroup:
+        monkeypatch.setattr(CallCgroup, "create", classmethod(lambda cls, *args: None))
     output = attempt(
         "import os, subprocess, sys\n"
         f"sleeper = [sys.executable, '-c', 'import time; time.sleep(60)', {token!r}]\n"
@@ -470,8 +473,10 @@ def test_the_jail_sees_no_home_no_run_folder_and_no_host_processes():
         "attempt('pids', lambda: sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n"
         "attempt('host', lambda: socket.gethostname())\n"
         "attempt('cwd', lambda: os.getcwd())\n"
+        "attempt('fds', lambda: sorted(int(fd) for fd in os.listdir('/proc/self/fd')))\n"
     )
     assert "repo REFUSED FileNotFoundError" in output and "home REFUSED FileNotFoundError" in output
+    assert "fds GOT [0, 1, 2, 3]" in output  # stdin, stdout, stderr, the listing's own: none of the jail's set-up
     assert "pids GOT [1, 2]" in output and "host GOT 'sandbox'" in output and "cwd GOT '/tmp'" in output
     listed = ast.literal_eval(output.split("root GOT ")[1].splitlines()[0])
     assert set(listed) <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr", *_top_folders()}
