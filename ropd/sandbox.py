@@ -85,6 +85,8 @@ def _seccomp_module():
         import pyseccomp  # type: ignore[import-not-found]
     except ImportError:
         raise SandboxUnavailable("the Python tool's jail needs libseccomp's Python binding: pip install pyseccomp") from None
+    except (RuntimeError, OSError) as exc:  # the binding loads, the system library does not
+        raise SandboxUnavailable(f"the Python tool's jail needs libseccomp ({exc}): apt-get install libseccomp2") from None
     return pyseccomp
 
 
@@ -101,7 +103,7 @@ def seccomp_filter() -> bytes:
         for flag in CLONE_NAMESPACE_FLAGS:
             rules.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
         return _export(rules)
-    except OSError as exc:  # libseccomp itself is missing
+    except OSError as exc:
         raise SandboxUnavailable(f"libseccomp cannot build the jail's filter ({exc}); apt-get install libseccomp2") from None
 
 
@@ -218,19 +220,20 @@ class CallCgroup:
                     return int(line.split()[1]) > 0
         return False
 
-    def close(self) -> None:
-        """Kill whatever is left in the cgroup and remove it."""
+    def close(self, seconds: float = 2.0) -> None:
+        """Kill whatever is left in the cgroup and remove it (given up after `seconds`: an empty cgroup stays)."""
+        deadline = time.monotonic() + seconds
         for folder in (self.memory, self.pids):
-            for _ in range(200):
-                pids = _pids_in(folder)
-                if not pids:
-                    with contextlib.suppress(FileNotFoundError):
-                        folder.rmdir()
-                    break
-                for pid in pids:
+            while folder.exists():
+                for pid in _pids_in(folder):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                time.sleep(0.005)
+                with contextlib.suppress(OSError):  # busy while its last processes exit
+                    folder.rmdir()
+                if folder.exists():
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.005)
 
 
 def _pids_in(folder: Path) -> list[int]:
@@ -392,7 +395,12 @@ def run_program(program: str, settings: Settings, jailed: bool = True) -> Finish
         errors, _ = _read_capped(stderr_path, settings.file_bytes)
     if jailed and process.returncode != 0 and errors.startswith(JAIL_ERRORS):
         raise SandboxUnavailable(f"the Python tool's jail failed to start: {errors.strip()[-800:]}")
-    return Finished(process.returncode, timed_out, out_of_memory, output, overflow, errors)
+    return Finished(_status(process.returncode, jailed), timed_out, out_of_memory, output, overflow, errors)
+
+
+def _status(returncode: int, jailed: bool) -> int:
+    """The program's exit status as Popen gives it (-N for signal N): bwrap passes a signal on as 128 + N."""
+    return -(returncode - 128) if jailed and 128 < returncode < 160 else returncode
 
 
 def _wait(process: subprocess.Popen, program: str, timeout: float, launch: _Launch) -> bool:

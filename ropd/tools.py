@@ -114,7 +114,7 @@ def _outcome(done: Finished, limits: SandboxLimits) -> str:
             f"the program's output passed the {limits.max_output_bytes}-byte limit and was cut off; print less{_partial(output)}"
         )
     tail = _tail(done.stderr)
-    if done.out_of_memory or (done.returncode != 0 and "MemoryError" in tail):
+    if done.returncode != 0 and (done.out_of_memory or "MemoryError" in tail):
         raise ToolError(f"the program ran out of memory (limit {limits.memory_mb} MiB):\n{tail}".rstrip(":\n"))
     if done.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
         raise ToolError(f"the program used up its CPU time (limit {limits.timeout:g} s) and was stopped{_partial(output)}")

@@ -42,6 +42,7 @@ def test_runaway_loops_huge_outputs_memory_and_processes_are_stopped():
     refused("while True:\n    pass", r"longer than the 2 s time limit")
     refused("while True:\n    print('x' * 1000)", r"output passed the 2000-byte limit")
     refused("x = bytearray(2 * 1024 ** 3)", r"ran out of memory \(limit 256 MiB\)")
+    refused("import os, signal\nos.kill(os.getpid(), signal.SIGXCPU)", r"used up its CPU time")  # as the CPU limit ends it
     # the parent a program sees is its jail's init, which ignores signals from inside: the call goes on
     assert run_python("import os\nos.kill(os.getppid(), 9)\nprint('still here')", LIMITS).strip() == "still here"
 
