@@ -4,12 +4,12 @@
 functions TRL's GRPOTrainer calls inside a student's rollout (`tools=`), their OpenAI tool schemas (for an API or
 served teacher), and a fingerprint that goes into the teacher cache key.
 
-The Python tool (`run_python`) runs each call in a process of its own (`ropd/sandbox_boot.py`): a fresh temporary
-working directory (removed afterwards), a minimal environment (no API keys), an empty network namespace where
-`unshare` can make one, a wall-clock timeout, and inside the child resource limits (address space, CPU seconds,
-file size, which also caps the output, no new processes) plus an audit hook that refuses sockets, subprocesses,
-foreign code and writes outside the working directory. Every failure is raised as a `ToolError` whose message the
-model gets back as the tool's error (TRL counts it in `tools/failure_frequency`); no failure stops the run.
+The Python tool (`run_python`) treats each program as hostile and runs it inside a jail (`ropd/sandbox.py`;
+threat model in docs/sandbox.md): bubblewrap with an unprivileged user, new namespaces (no network), a read-only view
+of the interpreter only, a fresh tmpfs as working folder, a seccomp filter, and limits for the whole call (time,
+memory, processes, disk, output). If the jail cannot start, the tool refuses unless `tools.python_sandbox` is
+`unsafe-local`. Every failure is raised as a `ToolError` whose message the model gets back as the tool's error (TRL
+counts it in `tools/failure_frequency`); no failure stops the run.
 
 A trajectory (assistant turns, tool calls, tool outputs) reaches the rubricator and the judge as one answer text
 (`trajectory_text`) in which each tool call and output is delimited by private marks that no model text can hold;
