@@ -283,7 +283,7 @@ class ToolsConfig(_Section):
 
     names: list[str] = Field(
         default_factory=list,
-        description="Tools: 'python' (a sandboxed Python interpreter: a process per call, no network, a fresh temporary folder, "
+        description="Tools: 'python' (a Python interpreter jailed per call: no network, no host files, a fresh temporary folder, "
         "time, memory and output limits) and user functions as 'package.module:function' (type hints and an 'Args:' "
         "docstring give the schema; they run in the training process). Empty: no tools.",
         json_schema_extra=_flag("tools"),
@@ -295,9 +295,21 @@ class ToolsConfig(_Section):
         "after the last round is left unanswered.",
     )
     python_timeout: float = Field(default=10.0, gt=0, description="Python tool: wall-clock seconds per call.")
-    python_memory_mb: int = Field(default=512, ge=64, description="Python tool: address-space limit per call, in MiB.")
+    python_memory_mb: int = Field(
+        default=512,
+        ge=64,
+        description="Python tool: memory limit per call, in MiB (all its processes together where the jail gets a "
+        "cgroup; else per process, as an address-space limit).",
+    )
     python_max_output_bytes: int = Field(
         default=4000, ge=64, description="Python tool: most bytes a call may print (or write to a file); more is an error."
+    )
+    python_sandbox: Literal["jail", "unsafe-local"] = Field(
+        default="jail",
+        description="Python tool: where a call runs. jail = inside bubblewrap (own user, namespaces, no network, a "
+        "read-only view of the interpreter only, a seccomp filter, limits for the whole call; the tool refuses to run "
+        "when the jail cannot start); unsafe-local = an ordinary child process of the trainer, no boundary: trusted "
+        "code only (docs/sandbox.md).",
     )
     teacher: bool = Field(
         default=True,

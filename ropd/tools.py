@@ -4,12 +4,12 @@
 functions TRL's GRPOTrainer calls inside a student's rollout (`tools=`), their OpenAI tool schemas (for an API or
 served teacher), and a fingerprint that goes into the teacher cache key.
 
-The Python tool (`run_python`) runs each call in a process of its own (`ropd/sandbox_boot.py`): a fresh temporary
-working directory (removed afterwards), a minimal environment (no API keys), an empty network namespace where
-`unshare` can make one, a wall-clock timeout, and inside the child resource limits (address space, CPU seconds,
-file size, which also caps the output, no new processes) plus an audit hook that refuses sockets, subprocesses,
-foreign code and writes outside the working directory. Every failure is raised as a `ToolError` whose message the
-model gets back as the tool's error (TRL counts it in `tools/failure_frequency`); no failure stops the run.
+The Python tool (`run_python`) treats each program as hostile and runs it inside a jail (`ropd/sandbox.py`;
+threat model in docs/sandbox.md): bubblewrap with an unprivileged user, new namespaces (no network), a read-only view
+of the interpreter only, a fresh tmpfs as working folder, a seccomp filter, and limits for the whole call (time,
+memory, processes, disk, output). If the jail cannot start, the tool refuses unless `tools.python_sandbox` is
+`unsafe-local`. Every failure is raised as a `ToolError` whose message the model gets back as the tool's error (TRL
+counts it in `tools/failure_frequency`); no failure stops the run.
 
 A trajectory (assistant turns, tool calls, tool outputs) reaches the rubricator and the judge as one answer text
 (`trajectory_text`) in which each tool call and output is delimited by private marks that no model text can hold;
@@ -19,18 +19,11 @@ cannot forge a tool output. User tools run in the training process and are trust
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import importlib
 import json
-import os
 import re
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +32,9 @@ from typing import Any
 from ropd.answers import answer_text
 from ropd.config import ConfigError, ToolsConfig
 from ropd.prompts import TOOL_MARK, LabelledText, TrajectoryText, embed_text, render_fragment
+from ropd.sandbox import Finished, SandboxUnavailable, Settings, check_jail, run_program
 
 PYTHON_TOOL = "python"
-BOOTSTRAP = Path(__file__).resolve().parent / "sandbox_boot.py"
 MARK = TOOL_MARK
 MARK_PATTERN = re.compile(f"{MARK}(call|end_call|output|end_output):([A-Za-z0-9_.-]*){MARK}")
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
@@ -57,51 +50,42 @@ class ToolError(RuntimeError):
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Limits of one Python tool call."""
+    """Limits of one Python tool call, and where it runs (`jail`, or `unsafe-local` for trusted use only)."""
 
     timeout: float = 10.0
     memory_mb: int = 512
     max_output_bytes: int = 4000
+    sandbox: str = "jail"
+    processes: int = 16
+    disk_mb: int = 64
 
     @classmethod
     def from_config(cls, config: ToolsConfig) -> SandboxLimits:
-        return cls(timeout=config.python_timeout, memory_mb=config.python_memory_mb, max_output_bytes=config.python_max_output_bytes)
+        return cls(
+            timeout=config.python_timeout,
+            memory_mb=config.python_memory_mb,
+            max_output_bytes=config.python_max_output_bytes,
+            sandbox=config.python_sandbox,
+        )
+
+    def settings(self) -> Settings:
+        return Settings(
+            memory_mb=self.memory_mb,
+            cpu_seconds=max(1, int(self.timeout) + 1),
+            file_bytes=self.max_output_bytes,
+            processes=self.processes,
+            disk_mb=self.disk_mb,
+            timeout=self.timeout,
+        )
 
 
-@functools.cache
-def network_isolation() -> tuple[str, ...]:
-    """The command prefix that starts a process in an empty network namespace, or () where `unshare` cannot."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return ()
-    for prefix in ((unshare, "--net"), (unshare, "--user", "--map-root-user", "--net")):
+def require_jail(limits: SandboxLimits) -> None:
+    """Raise ToolError naming what is missing when the jail cannot start (nothing to check for unsafe-local)."""
+    if limits.sandbox == "jail":
         try:
-            done = subprocess.run([*prefix, "--", "true"], capture_output=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if done.returncode == 0:
-            return prefix
-    return ()
-
-
-def _child_environment(home: str) -> dict[str, str]:
-    """A minimal environment: no keys, no PYTHON* settings, one thread for numeric libraries."""
-    return {
-        "PATH": "/usr/bin:/bin",
-        "HOME": home,
-        "TMPDIR": home,
-        "LANG": "C.UTF-8",
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
-
-
-def _read_capped(path: Path, limit: int) -> tuple[str, bool]:
-    """At most `limit` bytes of a file as text, and whether there was more (or the file reached the limit)."""
-    with path.open("rb") as handle:
-        data = handle.read(limit + 1)
-    return data[:limit].decode("utf-8", errors="replace"), len(data) >= limit
+            check_jail()
+        except SandboxUnavailable as exc:
+            raise ToolError(f"{exc} (or set tools.python_sandbox: unsafe-local for trusted use only)") from None
 
 
 def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
@@ -112,62 +96,31 @@ def run_python(code: str, limits: SandboxLimits = SandboxLimits()) -> str:
     """Run a Python program in the sandbox and return what it printed; raise ToolError on any failure."""
     if not isinstance(code, str) or not code.strip():
         raise ToolError("no code given: pass the program as the `code` argument")
-    settings = {
-        "memory_mb": limits.memory_mb,
-        "cpu_seconds": max(1, int(limits.timeout) + 1),
-        "file_bytes": limits.max_output_bytes,
-    }
-    command = [*network_isolation(), sys.executable, "-I", str(BOOTSTRAP), json.dumps(settings)]
-    with tempfile.TemporaryDirectory(prefix="ropd-tool-") as outer:
-        workdir, home = Path(outer) / "work", Path(outer) / "home"
-        workdir.mkdir()
-        home.mkdir()
-        stdout_path, stderr_path = Path(outer) / "stdout", Path(outer) / "stderr"
-        with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=workdir,
-                env=_child_environment(str(home)),
-                start_new_session=True,
-            )
-            timed_out = _wait(process, code, limits.timeout)
-        output, overflow = _read_capped(stdout_path, limits.max_output_bytes)
-        errors, _ = _read_capped(stderr_path, limits.max_output_bytes)
-    return _outcome(process.returncode, timed_out, output, overflow, errors, limits)
-
-
-def _wait(process: subprocess.Popen, code: str, timeout: float) -> bool:
-    """Feed the program and wait; kill the whole process group at the timeout. True when it timed out."""
+    require_jail(limits)
     try:
-        process.communicate(code.encode("utf-8", errors="replace"), timeout=timeout)
-        return False
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):  # it ended on its own meanwhile
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        return True
+        finished = run_program(code, limits.settings(), jailed=limits.sandbox == "jail")
+    except SandboxUnavailable as exc:
+        raise ToolError(str(exc)) from None
+    return _outcome(finished, limits)
 
 
-def _outcome(returncode: int, timed_out: bool, output: str, overflow: bool, errors: str, limits: SandboxLimits) -> str:
+def _outcome(done: Finished, limits: SandboxLimits) -> str:
     """The tool's reply: the program's output, or a ToolError that says what went wrong."""
-    if timed_out:
+    output = done.stdout
+    if done.timed_out:
         raise ToolError(f"the program ran longer than the {limits.timeout:g} s time limit and was stopped{_partial(output)}")
-    if overflow:
+    if done.overflow:
         raise ToolError(
             f"the program's output passed the {limits.max_output_bytes}-byte limit and was cut off; print less{_partial(output)}"
         )
-    if returncode == -signal.SIGXCPU or returncode == -signal.SIGKILL:
+    tail = _tail(done.stderr)
+    if done.returncode != 0 and (done.out_of_memory or "MemoryError" in tail):
+        raise ToolError(f"the program ran out of memory (limit {limits.memory_mb} MiB):\n{tail}".rstrip(":\n"))
+    if done.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
         raise ToolError(f"the program used up its CPU time (limit {limits.timeout:g} s) and was stopped{_partial(output)}")
-    if returncode != 0:
-        tail = _tail(errors)
-        if "MemoryError" in tail:
-            raise ToolError(f"the program ran out of memory (limit {limits.memory_mb} MiB):\n{tail}")
-        raise ToolError(
-            f"the program failed (exit status {returncode}):\n{tail}" if tail else f"the program failed (exit status {returncode})"
-        )
+    if done.returncode != 0:
+        status = f"the program failed (exit status {done.returncode})"
+        raise ToolError(f"{status}:\n{tail}" if tail else status)
     if not output.strip():
         return "(no output: print() what you want to see)"
     return output
@@ -280,6 +233,11 @@ def build_toolbox(config: ToolsConfig) -> Toolbox | None:
     if not config.names:
         return None
     limits = SandboxLimits.from_config(config)
+    if PYTHON_TOOL in config.names and limits.sandbox == "jail":
+        try:
+            check_jail()
+        except SandboxUnavailable as exc:
+            raise ConfigError(f"field 'tools.python_sandbox': {exc}; or set it to unsafe-local (trusted code only)") from None
     functions = [python_tool(limits) if spec == PYTHON_TOOL else load_user_tool(spec) for spec in config.names]
     names = [f.__name__ for f in functions]
     if len(set(names)) != len(names):

@@ -1,10 +1,8 @@
-"""The Python tool's sandbox, user tools, the tool config, and tool trajectories in rubricator and judge prompts."""
+"""The Python tool's behaviour (tests/test_sandbox.py attacks its jail), user tools, the tool config, and tool
+trajectories in rubricator and judge prompts."""
 
 import asyncio
 import json
-import socket
-import threading
-from pathlib import Path
 
 import pytest
 
@@ -35,42 +33,18 @@ def test_a_program_runs_and_its_printout_comes_back():
     assert run_python("print(123456789 * 987654321)", LIMITS).strip() == str(123456789 * 987654321)
 
 
-def test_network_is_refused_and_nothing_connects():
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(1)
-    port = listener.getsockname()[1]
-    connected = []
-    thread = threading.Thread(target=lambda: connected.append(_accept(listener)), daemon=True)
-    thread.start()
-    refused(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)", "network access is not allowed")
-    thread.join()
-    listener.close()
-    assert connected == [False]
-
-
-def _accept(listener: socket.socket) -> bool:
-    try:
-        listener.accept()[0].close()
-        return True
-    except TimeoutError:
-        return False
-
-
-def test_writes_outside_the_working_directory_are_refused(tmp_path):
-    target = tmp_path / "escaped.txt"
-    refused(f"open({str(target)!r}, 'w').write('x')", "writing .*outside the working directory")
-    refused(f"import os\nos.symlink({str(tmp_path)!r}, 'link')\nopen('link/escaped.txt', 'w')", "outside the working directory")
-    refused(f"import os\nos.remove({str(Path(__file__))!r})", "os.remove")
-    assert not target.exists() and Path(__file__).exists()
+def test_the_working_folder_is_writable_and_fresh_for_each_call():
     assert run_python("open('notes.txt', 'w').write('kept')\nprint(open('notes.txt').read())", LIMITS).strip() == "kept"
+    assert run_python("import os\nprint(sorted(os.listdir('.')))", LIMITS).strip() == "[]"
 
 
 def test_runaway_loops_huge_outputs_memory_and_processes_are_stopped():
     refused("while True:\n    pass", r"longer than the 2 s time limit")
     refused("while True:\n    print('x' * 1000)", r"output passed the 2000-byte limit")
     refused("x = bytearray(2 * 1024 ** 3)", r"ran out of memory \(limit 256 MiB\)")
-    refused("import subprocess\nsubprocess.run(['true'])", r"subprocess.Popen")
-    refused("import os\nos.kill(os.getppid(), 9)", r"os.kill")
+    refused("import os, signal\nos.kill(os.getpid(), signal.SIGXCPU)", r"used up its CPU time")  # as the CPU limit ends it
+    # the parent a program sees is its jail's init, which ignores signals from inside: the call goes on
+    assert run_python("import os\nos.kill(os.getppid(), 9)\nprint('still here')", LIMITS).strip() == "still here"
 
 
 def test_the_program_sees_no_api_key_and_its_errors_show_its_own_lines(monkeypatch):
