@@ -25,6 +25,7 @@ from trl import GRPOConfig
 from ropd.answers import outcome_reward
 from ropd.config import ConfigError, RunConfig, dump_config
 from ropd.data import check_prompt_lengths, load_prompts, to_dataset
+from ropd.distributed import ProcessFailureError
 from ropd.models import base_model_name, is_local, load_model, load_tokenizer, local_path, pick_dtype
 from ropd.opd import build_white_box_trainer, check_same_vocabulary
 from ropd.reward import build_rubric_reward, check_templates, serve_local_models, uses_rubric_reward
@@ -202,7 +203,11 @@ def train(config: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
         trainer.add_callback(guard)
         for callback in callbacks:
             trainer.add_callback(callback)
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        mark_end_tokens(trainer, tokenizer, rewards)
+        try:
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        except ProcessFailureError as exc:  # raised on every process alike: the run stops with the first failure
+            raise TrainingError(f"training stopped: {exc}") from exc
         if guard.error is not None:
             write_usage(rewards, out / "usage.json")
             raise TrainingError(guard.error)
@@ -213,6 +218,15 @@ def train(config: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
     write_usage(rewards, out / "usage.json")
     print_run_summary(rewards, time.perf_counter() - started, final)
     return final
+
+
+def mark_end_tokens(trainer, tokenizer, rewards: list) -> None:
+    """Give the rubric reward the tokens that end a completion as TRL counts them (its end-of-sequence ids and the pad
+    token, as in mask_truncated_completions), so a rollout is cut off when its last token is none of them."""
+    ends = {*getattr(trainer, "eos_token_ids", [tokenizer.eos_token_id]), tokenizer.pad_token_id} - {None}
+    for reward in rewards:
+        if hasattr(reward, "end_token_ids"):
+            reward.end_token_ids = ends
 
 
 def save_model_card(trainer, out: Path, final: Path) -> None:

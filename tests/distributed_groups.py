@@ -6,12 +6,17 @@ Each optimizer step samples one prompt x 4 rollouts, and each process gets 2 of 
 one micro-batch per step (gradient accumulation forced to 1 here; `ropd train`'s own settings keep groups whole).
 Every call of the rubric reward is recorded to DIR/rank<N>.json: the rewards this process returned for its rollouts
 and every group's rewards as this process saw them.
+
+With --fail-rank N, process N's teacher answers raise (as a broken cache would) when it scores its first group; each
+process that stops writes DIR/rank<N>.error.json: the error it stopped with and when (seconds since the epoch).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import time
 from pathlib import Path
 
 import trl
@@ -19,14 +24,19 @@ import trl
 import ropd.training as training
 from ropd.config import load_config
 from ropd.reward import RubricReward
+from ropd.teacher import TeacherPool
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--fail-rank", type=int, default=None)
     args = parser.parse_args()
     out = Path(args.out)
+    rank = int(os.environ.get("RANK", "0"))  # torchrun's; accelerate's state must first be made by the trainer
+    if args.fail_rank == rank:
+        TeacherPool.answers = broken_answers(out / "injected.json")  # type: ignore[method-assign]
     calls: list[dict] = []
     score = RubricReward.__call__
 
@@ -64,10 +74,22 @@ def main() -> None:
             "output.dir": str(out / "run"),
         }
     )
-    training.train(config)
-    from accelerate import PartialState
+    try:
+        training.train(config)
+    except Exception as exc:
+        (out / f"rank{rank}.error.json").write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}", "at": time.time()}))
+        raise
+    (out / f"rank{rank}.json").write_text(json.dumps(calls))
 
-    (out / f"rank{PartialState().process_index}.json").write_text(json.dumps(calls))
+
+def broken_answers(record: Path):
+    """TeacherPool.answers that raises, noting when it did."""
+
+    async def answers(self, row):
+        record.write_text(json.dumps({"at": time.time()}))
+        raise RuntimeError("injected: the teacher answer cache cannot be read")
+
+    return answers
 
 
 if __name__ == "__main__":
