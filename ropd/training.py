@@ -29,7 +29,7 @@ from ropd.distributed import ProcessFailureError
 from ropd.models import base_model_name, is_local, load_model, load_tokenizer, local_path, pick_dtype
 from ropd.opd import build_white_box_trainer, check_same_vocabulary
 from ropd.reward import build_rubric_reward, check_templates, serve_local_models, uses_rubric_reward
-from ropd.teacher_logprobs import ServedTeacherLogprobs, TeacherLogprobsError
+from ropd.teacher_logprobs import ServedTeacherLogprobs, TeacherLogprobsError, check_temperature
 from ropd.tools import Toolbox, build_toolbox, chat_template_text
 from ropd.trainers import CHECKPOINT_PREFIX, FailureGuard, StepLog, TimedGRPOTrainer, console
 
@@ -253,6 +253,7 @@ def white_box_teacher(config: RunConfig, student_tokenizer):
         check_same_vocabulary(student_tokenizer, load_tokenizer(tokenizer, config.models), name)
         served = ServedTeacherLogprobs(teacher)
         try:
+            check_temperature(config.training.temperature)
             served.check()
         except TeacherLogprobsError as exc:
             raise TrainingError(str(exc)) from None
