@@ -21,10 +21,12 @@ from typing import Any, Protocol
 
 
 class Processes(Protocol):
-    """The training processes one piece of work spans: this process's index, their count, and an all-gather."""
+    """The training processes one piece of work spans: this process's index (overall and on its machine), their count,
+    and an all-gather."""
 
     index: int
     count: int
+    local_index: int  # the index on this machine: 0 for its first process
 
     def gather(self, value: Any) -> list[Any]:
         """Every process's `value` (picklable), in process order; every process must call it, in the same order."""

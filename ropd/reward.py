@@ -69,8 +69,20 @@ log = logging.getLogger(__name__)
 console = Console(stderr=True)
 
 
+class OneProcess:
+    """A run on a single process: its gather returns the value it is given."""
+
+    index, count, local_index = 0, 1, 0
+
+    def gather(self, value: Any) -> list[Any]:
+        return [value]
+
+
 class AccelerateProcesses:
-    """The processes of the current accelerate launch (just this one without it), gathered through torch.distributed."""
+    """The processes of the current accelerate launch (just this one without it), gathered through torch.distributed.
+
+    `local_index` is this process's index on its machine (0: the machine's first process). Made after the trainer's
+    arguments (TrainingArguments sets accelerate's state up; made before, the state may not see the launch)."""
 
     def __init__(self) -> None:
         from accelerate import PartialState
@@ -78,6 +90,7 @@ class AccelerateProcesses:
         self._state = PartialState()
         self.index: int = self._state.process_index
         self.count: int = self._state.num_processes
+        self.local_index: int = self._state.local_process_index
 
     def gather(self, value: Any) -> list[Any]:
         if self.count == 1:
@@ -616,17 +629,36 @@ def judge_endpoint_for(config: RunConfig, base_url: str | None) -> tuple[Endpoin
     return endpoint.model_copy(update={"base_url": base_url}), identity
 
 
-def serve_local_models(config: RunConfig, stack: ExitStack) -> dict[str, str]:
+def serve_local_models(config: RunConfig, stack: ExitStack, processes: Processes | None = None) -> dict[str, str]:
     """Start one loopback server per local model the run talks to; return {"teacher"/"judge": base URL}.
 
+    With several processes (`processes`), only the first process of each machine starts them, and every other process
+    on that machine gets their URLs (a loopback server serves its own machine): one server per model per machine,
+    stopped when the first process's run stops. A server that fails to start stops every process with its error.
     The config is left as it is: clients get these URLs with the model name as cache identity, since
     a local server's port changes from run to run.
     """
     if not uses_rubric_reward(config):
         return {}
+    processes = processes or OneProcess()
+    urls: dict[str, str] = {}
+    failure, error = None, None
+    if processes.local_index == 0:
+        try:
+            urls = _start_local_servers(config, stack)
+        except Exception as exc:
+            failure, error = Failure.of(exc, "starting the local servers", processes.index), exc
+    if processes.count == 1 and error is None:
+        return urls
+    shared = exchange(processes, urls, failure, error)
+    return shared[processes.index - processes.local_index]  # what this machine's first process started
+
+
+def _start_local_servers(config: RunConfig, stack: ExitStack) -> dict[str, str]:
+    """The loopback servers of this process: one per local model (the first role to ask picks its settings)."""
     served: dict[str, str] = {}
 
-    def url_for(endpoint: EndpointConfig) -> str:  # one server per model: the first role to ask picks its settings
+    def url_for(endpoint: EndpointConfig) -> str:
         model = endpoint.model
         if model not in served:
             from ropd.serve import local_server  # looked up when called, as in ropd.teacher

@@ -45,6 +45,7 @@ class ThreadProcesses:
 
     def __init__(self, index: int, shared: dict):
         self.index, self.count, self.shared = index, shared["count"], shared
+        self.local_index = index
 
     def gather(self, value):
         self.shared["slots"][self.index] = value
@@ -156,6 +157,11 @@ def test_two_processes_under_accelerate_score_each_split_group_once(tmp_path):
     with ScriptedServer(scripted) as server:
         done = launch(tmp_path, server.base_url)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    assert_each_group_scored_once(tmp_path, scripted)
+
+
+def assert_each_group_scored_once(tmp_path: Path, scripted: Scripted) -> None:
+    """What tests/distributed_groups.py recorded shows every group scored once, whole, and its rewards on both processes."""
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     # Two steps of one prompt x 4 rollouts, each process holding 2 of them: one rubric and one judge call per group.
     assert [len(calls) for calls in ranks] == [2, 2]
@@ -226,3 +232,49 @@ def test_a_failure_on_one_process_raises_on_every_process_in_every_phase():
         raised = both([[[1]], [[1]]])
         expected = "process 0 of 2 failed while scoring prompt 'a' (teacher answers): RuntimeError: the cache is unreadable"
         assert [str(raised[rank]) for rank in (0, 1)] == [expected, expected]
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_local_teacher_server_and_score_every_group_once(tmp_path):
+    from ropd.serve import ServeError, llama_server_binary
+
+    try:
+        llama_server_binary()
+    except ServeError as exc:
+        pytest.skip(f"llama.cpp's server is not built here: {exc}")
+    scripted = Scripted()  # rubricator and judge; the teacher is the tiny random model behind ropd's own llama-server
+    with ScriptedServer(scripted) as server:
+        done = launch(tmp_path, server.base_url, "--local-teacher")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    assert scripted.answered["teacher"] == []  # the teacher answers came from the local server
+    assert_each_group_scored_once(tmp_path, scripted)
+    counts = [json.loads((tmp_path / f"rank{rank}.servers.json").read_text()) for rank in (0, 1)]
+    assert counts == [[1, 1], [1, 1]]  # at each step of either process, the launch ran one llama-server
+    assert [p.name for p in (tmp_path / "run").glob("serve-*.log")] == ["serve-tiny-random-teacher.log"]
+
+
+def test_a_local_server_that_fails_to_start_stops_every_process_with_its_error(tmp_path):
+    """Only the machine's first process starts the servers; when that fails, the others get its error, not a wait."""
+    from contextlib import ExitStack
+
+    from ropd.reward import serve_local_models
+
+    shared = {"count": 2, "barrier": threading.Barrier(2, timeout=30), "slots": [None, None]}
+    teacher = {"model": "smollm2-135m", "serve_engine": "vllm"}  # a packaged GGUF file, which vLLM cannot serve
+    config = RunConfig.model_validate({"teacher": teacher, "output": {"dir": str(tmp_path)}})
+    raised: dict[int, BaseException] = {}
+
+    def run(rank: int) -> None:
+        try:
+            with ExitStack() as stack:
+                serve_local_models(config, stack, ThreadProcesses(rank, shared))
+        except BaseException as exc:
+            raised[rank] = exc
+
+    threads = [threading.Thread(target=run, args=(rank,), daemon=True) for rank in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    expected = "process 0 of 2 failed while starting the local servers: ServeError: 'smollm2-135m' is a GGUF model"
+    assert [str(raised[rank])[: len(expected)] for rank in (0, 1)] == [expected, expected]
