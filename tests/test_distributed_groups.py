@@ -192,6 +192,25 @@ def test_an_exception_on_one_process_stops_both_within_seconds_with_its_message_
     assert stopped - injected < 60
 
 
+def raised_in_threads(work, count: int = 2) -> dict[int, BaseException]:
+    """Run work(rank) on `count` threads standing in for processes; what each raised. None may still be waiting."""
+    raised: dict[int, BaseException] = {}
+
+    def run(rank: int) -> None:
+        try:
+            work(rank)
+        except BaseException as exc:
+            raised[rank] = exc
+
+    threads = [threading.Thread(target=run, args=(rank,), daemon=True) for rank in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    return raised
+
+
 def test_a_failure_on_one_process_raises_on_every_process_in_every_phase():
     """Process 1 breaks while reading its completions (a short completion_ids list), then process 0's teacher answers
     raise: each time both processes raise the same error, naming the process and the phase, and none waits."""
@@ -201,22 +220,10 @@ def test_a_failure_on_one_process_raises_on_every_process_in_every_phase():
         rewards = thread_rewards(config, server, shared)
 
         def both(completion_ids: list[list[list[int]]]) -> dict[int, BaseException]:
-            raised: dict[int, BaseException] = {}
-
-            def run(rank: int) -> None:
-                prompts = [[m.model_dump() for m in PROMPTS["a"].prompt]]
-                try:
-                    asyncio.run(rewards[rank](prompts=prompts, completions=["42"], completion_ids=completion_ids[rank], id=["a"]))
-                except BaseException as exc:
-                    raised[rank] = exc
-
-            threads = [threading.Thread(target=run, args=(rank,), daemon=True) for rank in range(2)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(30)
-            assert not any(thread.is_alive() for thread in threads)
-            return raised
+            prompts = [[m.model_dump() for m in PROMPTS["a"].prompt]]
+            return raised_in_threads(
+                lambda rank: asyncio.run(rewards[rank](prompts=prompts, completions=["42"], completion_ids=completion_ids[rank], id=["a"]))
+            )
 
         raised = both([[[1]], []])
         assert {rank: str(exc).split(":")[0] for rank, exc in raised.items()} == {
@@ -262,19 +269,11 @@ def test_a_local_server_that_fails_to_start_stops_every_process_with_its_error(t
     shared = {"count": 2, "barrier": threading.Barrier(2, timeout=30), "slots": [None, None]}
     teacher = {"model": "smollm2-135m", "serve_engine": "vllm"}  # a packaged GGUF file, which vLLM cannot serve
     config = RunConfig.model_validate({"teacher": teacher, "output": {"dir": str(tmp_path)}})
-    raised: dict[int, BaseException] = {}
 
     def run(rank: int) -> None:
-        try:
-            with ExitStack() as stack:
-                serve_local_models(config, stack, ThreadProcesses(rank, shared))
-        except BaseException as exc:
-            raised[rank] = exc
+        with ExitStack() as stack:
+            serve_local_models(config, stack, ThreadProcesses(rank, shared))
 
-    threads = [threading.Thread(target=run, args=(rank,), daemon=True) for rank in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    raised = raised_in_threads(run)
     expected = "process 0 of 2 failed while starting the local servers: ServeError: 'smollm2-135m' is a GGUF model"
     assert [str(raised[rank])[: len(expected)] for rank in (0, 1)] == [expected, expected]
