@@ -172,7 +172,8 @@ class JudgeConfig(EndpointConfig):
     consensus_criterion: bool = Field(
         default=True,
         description="Add a criterion checked by code, not the judge: the answer's final result equals the one a majority of "
-        "the teacher answers give (math-verify). Left out for a prompt whose teacher answers have no majority.",
+        "the teacher answers give (math-verify). Left out for a prompt whose teacher answers have no majority, or of which fewer "
+        "than half give a final answer (a last number counts as one only when the answers look numeric).",
     )
     consensus_points: int = Field(default=5, ge=1, description="Points of the consensus criterion.")
     verifiable_criteria: bool = Field(
