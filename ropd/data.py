@@ -44,6 +44,13 @@ def load_prompts(spec: str, split: str = "train", max_prompts: int | None = None
     return prompts
 
 
+def read_rows(spec: str, split: str = "train", config: str | None = None) -> list[dict[str, Any]]:
+    """The raw rows of a local file or a Hub dataset (with its `config`), as stored: for readers of other layouts."""
+    if Path(spec).suffix.lower() in FILE_FORMATS or Path(spec).exists():
+        return _file_rows(Path(spec))
+    return _hub_rows(f"{spec}:{config}" if config else spec, split)
+
+
 def to_dataset(prompts: list[PromptRow]):
     """A `datasets.Dataset` in TRL's conversational prompt format (columns: id, prompt, answer, task, metadata).
 
