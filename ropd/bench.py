@@ -1,10 +1,13 @@
 """`ropd bench`: how many student samples each method needs, on one budget axis, from one teacher.
 
-For every method x seed the bench trains the same student on the same prompts (same order, same
-rollouts per prompt, same optimizer settings) and measures held-out accuracy on the in-memory
-model every `eval_every` training samples (rollouts consumed), with the same greedy decoding at
-every checkpoint. Step 0 (the floor) and the teacher (the ceiling) are measured once with those
-settings. A finished arm is read back on a rerun, never trained again; an unfinished one starts over.
+An arm is a method plus settings laid over the base run (`arms:` in the YAML). With `learning_rates`, each arm
+first trains once per rate on the first seed and the full budget, evaluated on the validation prompts; the rate
+with the best final validation accuracy is then the arm's (sweep.json, sweep.md). Then for every arm x seed the
+bench trains the same student on the same prompts (same order, same rollouts per prompt) and measures held-out
+accuracy, per prompt, on the in-memory model every `eval_every` training samples (rollouts consumed), with the
+same decoding at every checkpoint. Step 0 (the floor) and the teacher (the ceiling) are measured once with those
+settings. A finished arm is read back on a rerun, never trained again, from its folder or from the record copied
+into steps/ (committed with the results, so a fresh clone resumes too); an unfinished one starts over.
 
 This module is the runner. The bench is split along its seams:
 
@@ -34,14 +37,17 @@ from ropd.bench_report import (
     ArmResult,
     CurvePoint,
     RatioResult,
+    SweepRun,
+    choose_learning_rates,
     headline,
     headline_by_seed,
     mean_curve,
     sample_efficiency_ratio,
     samples_to_reach,
     write_results,
+    write_sweep,
 )
-from ropd.config import ConfigError, RunConfig
+from ropd.config import ORACLE, ConfigError, RunConfig
 from ropd.data import load_prompts
 from ropd.types import PromptRow
 
@@ -127,6 +133,7 @@ def evaluate_point(model, tokenizer, prompts: list[PromptRow], settings: EvalSet
         step=step,
         samples=samples,
         accuracy=result.accuracy,
+        scores=[r.correct / r.samples for r in result.records],
         answered=result.answered,
         truncated=result.truncated,
         mean_completion_tokens=result.mean_completion_tokens,
@@ -154,59 +161,80 @@ def evaluate_model(name: str, config: RunConfig, prompts: list[PromptRow], setti
 # --- one arm ---------------------------------------------------------------------------------------
 
 
-def arm_fingerprint(bench: BenchConfig, config: RunConfig) -> str:
-    """What makes an arm's result: its run config, the evaluation settings and how often it is evaluated."""
-    return fingerprint({"run": config.model_dump(mode="json"), "eval": bench.eval.model_dump(), "every": bench.eval_every})
+def arm_fingerprint(bench: BenchConfig, config: RunConfig, sweep: bool = False) -> str:
+    """What makes an arm's result: its run config, the evaluation settings and how often (in optimizer steps) it is
+    evaluated: a sweep run once at the end on the validation prompts, an arm every eval_every samples on the held-out."""
+    settings = bench.validation if sweep and bench.validation is not None else bench.eval
+    every = config.training.max_steps if sweep else bench.eval_every_steps
+    return fingerprint({"run": config.model_dump(mode="json"), "eval": settings.model_dump(), "every": every})
 
 
-def finished_arm(bench: BenchConfig, method: str, seed: int) -> ArmResult | None:
-    """The arm's saved result when it finished with these settings; None when it has not finished.
+def record_name(name: str, seed: int, learning_rate: float | None, sweep: bool) -> str:
+    """The prefix of an arm's files in steps/: <arm>-seed<seed>, or sweep-<arm>-lr<rate>."""
+    return f"sweep-{name}-lr{learning_rate:g}" if sweep else f"{name}-seed{seed}"
 
-    A finished arm made with other settings is an error: its folder would be overwritten."""
-    config = arm_config(bench, method, seed)
-    done = Path(config.output.dir) / "arm.json"
-    if not done.is_file():
-        return None
-    saved = ArmResult.model_validate_json(done.read_text())
-    if saved.fingerprint != arm_fingerprint(bench, config):
-        raise ConfigError(f"{done} was made with other settings than this bench config; choose another output_dir or remove it")
-    return saved
+
+def finished_arm(out: Path, config: RunConfig, key: str, record: str) -> ArmResult | None:
+    """The arm's saved result when it finished with these settings (its folder's arm.json, else the copy in steps/);
+    None when it has not finished. A result made with other settings is an error: it would be overwritten."""
+    for done in (Path(config.output.dir) / "arm.json", out / "steps" / f"{record}-arm.json"):
+        if done.is_file():
+            saved = ArmResult.model_validate_json(done.read_text())
+            if saved.fingerprint != key:
+                raise ConfigError(f"{done} was made with other settings than this bench config; choose another output_dir or remove it")
+            return saved
+    return None
+
+
+def read_back(bench: BenchConfig, name: str, seed: int, learning_rate: float | None, sweep: bool = False) -> ArmResult | None:
+    """A finished arm's result, trained nothing; None when it has not finished."""
+    config = arm_config(bench, name, seed, learning_rate, sweep)
+    return finished_arm(
+        Path(bench.output_dir), config, arm_fingerprint(bench, config, sweep), record_name(name, seed, learning_rate, sweep)
+    )
 
 
 def run_arm(
     bench: BenchConfig,
-    method: str,
+    name: str,
     seed: int,
     eval_prompts: list[PromptRow],
     step0: dict[str, Any],
     tokens_per_prompt: dict[str, int],
+    learning_rate: float | None = None,
+    sweep: bool = False,
 ) -> ArmResult:
-    """Train one arm with in-run evaluation, or read it back when a finished one with the same settings exists."""
+    """Train one arm with in-run evaluation, or read it back when a finished one with the same settings exists.
+
+    A sweep run is evaluated on the validation prompts once, at the end of its budget."""
     from ropd.models import load_tokenizer
     from ropd.training import train
 
-    config = arm_config(bench, method, seed)
-    key = arm_fingerprint(bench, config)
-    out = Path(config.output.dir)
-    saved = finished_arm(bench, method, seed)
+    config = arm_config(bench, name, seed, learning_rate, sweep)
+    settings = bench.validation if sweep and bench.validation is not None else bench.eval
+    every_steps = config.training.max_steps if sweep else bench.eval_every_steps
+    key = arm_fingerprint(bench, config, sweep)
+    out, record = Path(config.output.dir), record_name(name, seed, learning_rate, sweep)
+    steps_dir = Path(bench.output_dir) / "steps"
+    saved = finished_arm(Path(bench.output_dir), config, key, record)
     if saved is not None:
-        console.print(f"{method} seed {seed}: finished earlier, read back from {out / 'arm.json'}")
-        keep_step_records(out, Path(bench.output_dir) / "steps", f"{method}-seed{seed}")
+        console.print(f"{record}: finished earlier, read back")
+        keep_step_records(out, steps_dir, record)
         return saved
     if out.exists():
-        console.print(f"{method} seed {seed}: unfinished arm in {out}, starting it over")
+        console.print(f"{record}: unfinished arm in {out}, starting it over")
         shutil.rmtree(out)
     out.mkdir(parents=True)
     tokenizer = load_tokenizer(config.student.model, config.models)
     sink, updates = out / "curve.jsonl", config.training.updates_per_batch
-    callback = HeldOutEval(eval_prompts, bench.eval, tokenizer, bench.eval_every_steps, bench.samples_per_step, sink, updates)
+    callback = HeldOutEval(eval_prompts, settings, tokenizer, every_steps, bench.samples_per_step, sink, updates)
     started = time.perf_counter()
-    console.rule(f"{METHOD_LABELS[method]} ({method}), seed {seed}")
+    console.rule(f"{bench.label(name)} ({record}), lr {config.training.learning_rate:g}")
     train(config, callbacks=[callback])
     wall = time.perf_counter() - started
-    result = summarise_arm(bench, config, method, seed, key, callback, step0, tokens_per_prompt, wall)
+    result = summarise_arm(bench, config, name, seed, key, callback, step0, tokens_per_prompt, wall)
     (out / "arm.json").write_text(result.model_dump_json(indent=2) + "\n")
-    keep_step_records(out, Path(bench.output_dir) / "steps", f"{method}-seed{seed}")
+    keep_step_records(out, steps_dir, record)
     drop_checkpoints(out)
     return result
 
@@ -219,18 +247,24 @@ def drop_checkpoints(arm_dir: Path) -> None:
 
 
 def keep_step_records(arm_dir: Path, steps_dir: Path, name: str) -> None:
-    """Copy an arm's per-step metrics, held-out curve and usage out of its folder (which holds weights and is not
-    committed) into `steps/`, so the figures a report cites keep their evidence."""
+    """Copy an arm's result, per-step metrics, held-out curve, usage and rubric groups out of its folder (which holds
+    weights and is not committed) into `steps/`, so the figures a report cites keep their evidence and a fresh clone
+    reads the finished arm back."""
     steps_dir.mkdir(parents=True, exist_ok=True)
-    for source in ("metrics.jsonl", "curve.jsonl", "usage.json", "groups.jsonl"):
+    for source in ("arm.json", "metrics.jsonl", "curve.jsonl", "usage.json", "groups.jsonl"):
         if (arm_dir / source).is_file():
             shutil.copyfile(arm_dir / source, steps_dir / f"{name}-{source}")
+
+
+def is_oracle_arm(config: RunConfig) -> bool:
+    """An arm whose rubric reward comes from the oracle (no teacher answers, no judge calls)."""
+    return config.judge.model == ORACLE
 
 
 def summarise_arm(
     bench: BenchConfig,
     config: RunConfig,
-    method: str,
+    name: str,
     seed: int,
     key: str,
     callback: HeldOutEval,
@@ -240,13 +274,14 @@ def summarise_arm(
 ) -> ArmResult:
     """Join the eval points with the costs logged in metrics.jsonl and usage.json."""
     out = Path(config.output.dir)
+    method = config.method.name
     metrics = read_metrics(out / "metrics.jsonl")
     judge_totals = cumulative_by_step(metrics, tuple(f"{role}/tokens" for role in RUBRIC_ROLES))
     start = CurvePoint(**{k: v for k, v in step0.items() if k in CurvePoint.model_fields})
     start = start.model_copy(update={"eval_seconds": 0.0})
     points = [start]
     for point in callback.points:
-        if method == "ropd":
+        if method == "ropd" and not is_oracle_arm(config):
             batches = -(-point.step // config.training.updates_per_batch)
             teacher = ropd_teacher_tokens(batches, config.training.prompts_per_step, tokens_per_prompt)
         elif method in ("opd", "sod"):
@@ -256,11 +291,11 @@ def summarise_arm(
         points.append(point.model_copy(update={"teacher_tokens": teacher, "judge_tokens": round(total_at(judge_totals, point.step))}))
     last = points[-1]
     usage = json.loads((out / "usage.json").read_text()) if (out / "usage.json").is_file() else {}
-    rewards = [m["reward"] for m in metrics if "reward" in m]
-    failures = [m["rubric/group_failure_rate"] for m in metrics if "rubric/group_failure_rate" in m]
     return ArmResult(
+        arm=name,
         method=method,
         seed=seed,
+        learning_rate=config.training.learning_rate,
         fingerprint=key,
         curve=points,
         steps=last.step,
@@ -271,15 +306,32 @@ def summarise_arm(
         cost_usd=arm_cost(bench, config, method, last, usage, tokens_per_prompt),
         wall_seconds=round(wall, 1),
         eval_seconds=round(sum(p.eval_seconds for p in callback.points), 1),
-        failed_group_rate=statistics.fmean(failures) if failures else None,
-        mean_reward=statistics.fmean(rewards) if rewards else None,
+        failed_group_rate=_mean_of(metrics, "rubric/group_failure_rate"),
+        mean_reward=_mean_of(metrics, "reward"),
+        reward_pairwise_acc=_mean_of(metrics, "quality/pairwise_acc"),
+        reward_auc=_mean_of(metrics, "quality/auc"),
     )
+
+
+def _mean_of(metrics: list[dict[str, Any]], name: str) -> float | None:
+    """The mean of one logged metric over the steps that logged it; None when none did."""
+    values = [m[name] for m in metrics if isinstance(m.get(name), (int, float))]
+    return statistics.fmean(values) if values else None
 
 
 # --- teacher answers (rubric arms) -----------------------------------------------------------------
 
 
-def prefetch_teacher_answers(bench: BenchConfig, seed: int) -> dict[str, int]:
+def teacher_answer_arm(bench: BenchConfig) -> str | None:
+    """The first arm that reads teacher answers (a rubric arm that is not an oracle arm), if any."""
+    for name in bench.arms:
+        config = arm_config(bench, name, bench.seeds[0])
+        if config.method.name == "ropd" and not is_oracle_arm(config):
+            return name
+    return None
+
+
+def prefetch_teacher_answers(bench: BenchConfig, name: str, seed: int) -> dict[str, int]:
     """Fetch the rubric arms' k teacher answers once into the shared cache; return teacher tokens per prompt.
 
     Tokens are counted with the teacher's tokenizer when it has local weights (the student's otherwise): the
@@ -289,15 +341,15 @@ def prefetch_teacher_answers(bench: BenchConfig, seed: int) -> dict[str, int]:
     from ropd.models import is_local, load_tokenizer
     from ropd.teacher import teach
 
-    config = arm_config(bench, "ropd", seed)
+    config = arm_config(bench, name, seed)
     summary = teach(config, progress=True)
     if "error" in summary:
         raise RuntimeError(f"teacher answers for the rubric arms could not be fetched: {summary['error']}")
     from ropd.cache import ResultCache
     from ropd.teacher import open_teacher_pool
 
-    name = config.teacher.model if is_local(config.teacher.model, config.models) else config.student.model
-    tokenizer = load_tokenizer(name, config.models)
+    model = config.teacher.model if is_local(config.teacher.model, config.models) else config.student.model
+    tokenizer = load_tokenizer(model, config.models)
     rows = load_prompts(config.data.dataset, config.data.split, config.data.max_prompts, config.data.system_prompt)
     counts: dict[str, int] = {}
     with ResultCache(Path(config.output.cache)) as cache, open_teacher_pool(config, cache, rows) as pool:  # type: ignore[arg-type]
@@ -313,26 +365,85 @@ def prefetch_teacher_answers(bench: BenchConfig, seed: int) -> dict[str, int]:
 # --- the bench -------------------------------------------------------------------------------------
 
 
-def run_bench(bench: BenchConfig, config_path: str | None = None, finished_only: bool = False) -> dict[str, Any]:
-    """Run (or resume) every arm, then write results.json, results.md and curves.png; return the results.
+def swept_arms(bench: BenchConfig) -> list[str]:
+    """The arms the learning-rate sweep trains: all but those that take another arm's rate."""
+    return [name for name, spec in bench.arms.items() if spec.learning_rate_from is None] if bench.learning_rates else []
 
-    With `finished_only`, nothing is trained: the results cover the arms that have finished."""
+
+def run_sweep(bench: BenchConfig, train: list[str], tokens_per_prompt: dict[str, int]) -> dict[str, float]:
+    """Train each swept arm in `train` once per learning rate (first seed, full budget), evaluated on the validation
+    prompts, and read back the finished runs of the others; write sweep.json and sweep.md; return the chosen rate of
+    every arm whose runs have all finished."""
+    if not bench.learning_rates or bench.validation is None:
+        return {}
+    out = Path(bench.output_dir)
+    prompts = load_prompts(bench.validation.dataset, max_prompts=bench.validation.max_prompts, system_prompt=bench.base.data.system_prompt)
+    step0 = evaluate_model(bench.base.student.model, bench.base, prompts, bench.validation, out / "step0_validation.json")
+    runs: list[SweepRun] = []
+    for name in swept_arms(bench):
+        for rate in bench.learning_rates:
+            if name in train:
+                result = run_arm(bench, name, bench.seeds[0], prompts, step0, tokens_per_prompt, rate, sweep=True)
+            else:
+                result = read_back(bench, name, bench.seeds[0], rate, sweep=True)
+                if result is None:
+                    continue
+            runs.append(SweepRun(arm=name, learning_rate=rate, result=result))
+            write_sweep(bench, runs, step0)
+    write_sweep(bench, runs, step0)
+    return choose_learning_rates(runs, bench.learning_rates)
+
+
+def arm_learning_rate(bench: BenchConfig, name: str, chosen: dict[str, float]) -> float | None:
+    """The rate an arm trains its seeds with: the sweep's choice (its own or another arm's), else the base rate.
+    Raises when the sweep has not finished for it."""
+    if not bench.learning_rates:
+        return None
+    source = bench.arms[name].learning_rate_from or name
+    if source not in chosen:
+        raise ConfigError(f"arm '{name}': the learning-rate sweep of '{source}' has not finished")
+    return chosen[source]
+
+
+def run_bench(
+    bench: BenchConfig, config_path: str | None = None, finished_only: bool = False, only: list[str] | None = None
+) -> dict[str, Any]:
+    """Run (or resume) the sweep and every arm, then write results.json, results.md and the plots; return the results.
+
+    `only` restricts training to these arms now (a later full run reads them back). With `finished_only`, nothing is
+    trained: the results cover the sweep runs and arms that have finished."""
     out = Path(bench.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.yaml").write_text(yaml.safe_dump(bench.model_dump(mode="json"), sort_keys=False))
+    unknown = sorted(set(only or []) - set(bench.arms))
+    if unknown:
+        raise ConfigError(f"no arm named {', '.join(unknown)} (arms: {', '.join(bench.arms)})")
+    selected = [name for name in bench.arms if not only or name in only]
     started = time.perf_counter()
-    eval_prompts = load_prompts(bench.eval.dataset, max_prompts=bench.eval.max_prompts, system_prompt=bench.base.data.system_prompt)
     base = bench.base
+    teacher_arm = teacher_answer_arm(bench)
+    wanted = (
+        teacher_arm is not None and not finished_only and any(arm_config(bench, n, bench.seeds[0]).method.name == "ropd" for n in selected)
+    )
+    tokens_per_prompt = prefetch_teacher_answers(bench, teacher_arm, bench.seeds[0]) if wanted and teacher_arm else {}
+    chosen = run_sweep(bench, [] if finished_only else selected, tokens_per_prompt)
+    eval_prompts = load_prompts(bench.eval.dataset, max_prompts=bench.eval.max_prompts, system_prompt=base.data.system_prompt)
     step0 = evaluate_model(base.student.model, base, eval_prompts, bench.eval, out / "step0.json")
     teacher_eval = None
     if bench.evaluate_teacher:
         teacher_eval = evaluate_model(base.teacher.model, base, eval_prompts, bench.eval, out / "teacher_eval.json")
-    tokens_per_prompt = prefetch_teacher_answers(bench, bench.seeds[0]) if "ropd" in bench.methods and not finished_only else {}
     arms: list[ArmResult] = []
-    for seed in bench.seeds:  # seed-major: a budget cut short leaves every method with the same seeds done
-        for method in bench.methods:
-            if finished_only and finished_arm(bench, method, seed) is None:
-                continue
-            arms.append(run_arm(bench, method, seed, eval_prompts, step0, tokens_per_prompt))
+    for seed in bench.seeds:  # seed-major: a budget cut short leaves every arm with the same seeds done
+        for name in bench.arms:
+            if bench.learning_rates and (bench.arms[name].learning_rate_from or name) not in chosen:
+                continue  # its sweep has not finished
+            rate = arm_learning_rate(bench, name, chosen)
+            if finished_only or name not in selected:
+                result = read_back(bench, name, seed, rate)
+                if result is None:
+                    continue
+            else:
+                result = run_arm(bench, name, seed, eval_prompts, step0, tokens_per_prompt, rate)
+            arms.append(result)
             write_results(bench, arms, step0, teacher_eval, time.perf_counter() - started, config_path)
     return write_results(bench, arms, step0, teacher_eval, time.perf_counter() - started, config_path)

@@ -19,6 +19,8 @@ from ropd.reward import uses_rubric_reward
 
 Method = Literal["ropd", "opd", "sod", "grpo"]
 METHOD_LABELS = {"ropd": "rubric OPD", "opd": "logit OPD", "sod": "SOD", "grpo": "outcome GRPO"}
+STEP0 = "step0"
+"""The name the untrained student goes by in the paired differences."""
 
 
 class _Strict(BaseModel):
@@ -37,6 +39,33 @@ class EvalSettings(_Strict):
     batch_size: int = Field(default=8, ge=1, description="Sequences generated together.")
     seed: int = Field(default=0, description="Sampling seed of the evaluation (the same at every checkpoint).")
 
+    def protocol(self) -> str:
+        """How answers were drawn, for every table: "greedy", or "avg@n sampled at temperature T, top-p P"."""
+        if self.temperature == 0:
+            return "greedy" + (f", {self.n_samples} answers" if self.n_samples > 1 else "")
+        return f"avg@{self.n_samples} sampled at temperature {self.temperature:g}, top-p {self.top_p:g}"
+
+
+PUBLISHED_EVAL = {"temperature": 1.0, "top_p": 0.95, "n_samples": 16}
+"""The papers' evaluation protocol (avg@16 sampled at temperature 1.0, top-p 0.95; arXiv 2605.07396): lay these keys
+over `eval` (and `validation`) for the published protocol instead of greedy decoding."""
+
+
+class ArmSpec(_Strict):
+    """One arm: a method plus settings laid over the base run, so a variant needs no code."""
+
+    method: Method = Field(description="ropd (rubric rewards), opd (logit reverse KL), sod (step-weighted logits), grpo (outcome).")
+    label: str = Field(default="", description="Name in tables and plots; empty: the method's name.")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Run-config keys laid over `base` for this arm (nested like the YAML, e.g. {judge: {chunk_size: null}}).",
+    )
+    learning_rate_from: str | None = Field(
+        default=None,
+        description="Use the learning rate the sweep chose for this other arm instead of sweeping this one (e.g. oracle arms "
+        "take rubric OPD's).",
+    )
+
 
 class BenchConfig(_Strict):
     """One sample-efficiency benchmark: a base run, the methods and seeds it compares, and how it measures them."""
@@ -45,10 +74,30 @@ class BenchConfig(_Strict):
         description="The run every arm shares: teacher, student, training prompts, rollouts, optimizer, prices. "
         "Each arm overrides only method.name, training.seed and its output folder; `output` must be left out."
     )
-    methods: list[Method] = Field(
-        default_factory=lambda: ["ropd", "opd", "sod", "grpo"],
+    methods: list[Method] | None = Field(
+        default=None,
         min_length=1,
-        description="Methods compared: ropd (rubric rewards), opd (logit reverse KL), sod (step-weighted logits), grpo (outcome reward).",
+        description="Shorthand for arms that run a method with the base settings, named after it: ropd (rubric rewards), opd "
+        "(logit reverse KL), sod (step-weighted logits), grpo (outcome reward). Unset and no `arms`: all four.",
+    )
+    arms: dict[str, ArmSpec] = Field(
+        default_factory=dict,
+        description="Arms by name (a method plus overrides), in run order; use instead of `methods` for variants such as "
+        "ropd-published or oracle arms. The headline compares the arms named `opd` and `ropd`.",
+    )
+    validation: EvalSettings | None = Field(
+        default=None,
+        description="Validation prompts (another generator seed than training and held-out), used only to choose settings: "
+        "the learning-rate sweep evaluates on them.",
+    )
+    learning_rates: list[float] = Field(
+        default_factory=list,
+        description="Learning-rate sweep: each arm (without learning_rate_from) trains once per rate on the first seed with "
+        "the full budget, evaluated on `validation`; the rate with the best final validation accuracy (ties: the smaller) "
+        "then runs every seed. Empty: base.training.learning_rate for every arm.",
+    )
+    bootstrap_samples: int = Field(
+        default=2000, ge=100, description="Bootstrap resamples (over held-out prompts and seeds) behind every 95% interval."
     )
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Training seeds; every method runs every seed.")
     judge: str | None = Field(
@@ -88,8 +137,24 @@ class BenchConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> BenchConfig:
-        if len(set(self.methods)) != len(self.methods):
+        if self.methods is not None and self.arms:
+            raise ValueError("give either methods or arms, not both")
+        if self.methods is not None and len(set(self.methods)) != len(self.methods):
             raise ValueError("methods: each method may appear once")
+        if not self.arms:
+            self.arms = {m: ArmSpec(method=m) for m in self.methods or ("ropd", "opd", "sod", "grpo")}
+        self.methods = None  # arms say it all (and a dumped bench.yaml reloads)
+        for name, spec in self.arms.items():
+            if not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"arms: name '{name}' may hold only letters, digits, '-' and '_' (it names folders)")
+            if spec.learning_rate_from is not None and spec.learning_rate_from not in self.arms:
+                raise ValueError(f"arms.{name}.learning_rate_from: no arm named '{spec.learning_rate_from}'")
+            if "output" in spec.overrides:
+                raise ValueError(f"arms.{name}.overrides: output is set by the bench for each arm")
+        if self.learning_rates and self.validation is None:
+            raise ValueError("learning_rates: a sweep needs `validation` prompts to choose on")
+        if self.validation is not None and self.validation.dataset in (self.eval.dataset, self.base.data.dataset):
+            raise ValueError("validation.dataset must differ from both the training and the held-out prompts")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds: each seed may appear once")
         per_step = self.samples_per_step
@@ -104,7 +169,14 @@ class BenchConfig(_Strict):
             raise ValueError(f"price_as: '{self.price_as}' is not in base.prices ({', '.join(self.base.prices)})")
         if self.base.judge.model is not None:
             raise ValueError("base.judge.model: name the rubricator/judge in the top-level `judge` field instead")
+        for name in self.arms:
+            arm_config(self, name, self.seeds[0])  # each arm's overrides make a valid run config
         return self
+
+    def label(self, name: str) -> str:
+        """An arm's name in tables: its label, or the method's for an arm named after its method."""
+        spec = self.arms[name]
+        return spec.label or (METHOD_LABELS[spec.method] if name == spec.method else name)
 
     @property
     def samples_per_step(self) -> int:
@@ -140,32 +212,55 @@ def load_bench_config(path: str | Path, overrides: dict[str, Any] | None = None)
         raise ConfigError("invalid bench configuration:\n  " + "\n  ".join(lines)) from None
 
 
-def arm_config(bench: BenchConfig, method: str, seed: int) -> RunConfig:
-    """The run config of one arm: the base with this method, seed, output folder, shared cache and the stated judge.
+def arm_config(bench: BenchConfig, name: str, seed: int, learning_rate: float | None = None, sweep: bool = False) -> RunConfig:
+    """The run config of one arm: the base with the arm's overrides, method, seed, learning rate, output folder, shared
+    cache and the stated judge (unless the arm's overrides name one).
 
     Only an arm trained on rubric rewards names the judge, so a finished opd or grpo arm stays valid
-    (same fingerprint) when the bench's judge changes.
+    (same fingerprint) when the bench's judge changes. `sweep` puts the arm under arms/sweep/.
     """
-    base = bench.base
+    spec = bench.arms[name]
+    data = _deep_merge(bench.base.model_dump(mode="json"), spec.overrides)
+    data["method"]["name"] = spec.method
+    data["training"]["seed"] = seed
+    if learning_rate is not None:
+        data["training"]["learning_rate"] = learning_rate
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"arms.{name}.overrides: {exc}") from None
+    rubric_arm = uses_rubric_reward(config)
+    judge = config.judge if config.judge.model is not None else config.judge.model_copy(update={"model": bench.judge})
     out = Path(bench.output_dir)
-    method_config = base.method.model_copy(update={"name": method})
-    rubric_arm = uses_rubric_reward(base.model_copy(update={"method": method_config}))
-    return base.model_copy(
+    folder = sweep_dir(out, name, learning_rate) if sweep else arm_dir(out, name, seed)
+    return config.model_copy(
         update={
-            "method": method_config,
-            "training": base.training.model_copy(update={"seed": seed}),
-            "judge": base.judge.model_copy(update={"model": bench.judge}) if rubric_arm else JudgeConfig(),
-            "output": base.output.model_copy(
-                update={"dir": str(arm_dir(out, method, seed)), "resume": False, "cache": str(out / "cache.sqlite")}
-            ),
+            "judge": judge if rubric_arm else JudgeConfig(),
+            "output": config.output.model_copy(update={"dir": str(folder), "resume": False, "cache": str(out / "cache.sqlite")}),
         },
         deep=True,
     )
 
 
-def arm_dir(out: Path, method: str, seed: int) -> Path:
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` laid over it, mappings merged key by key."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def arm_dir(out: Path, name: str, seed: int) -> Path:
     """The folder one arm trains into, under the bench's output_dir."""
-    return out / "arms" / f"{method}-seed{seed}"
+    return out / "arms" / f"{name}-seed{seed}"
+
+
+def sweep_dir(out: Path, name: str, learning_rate: float | None) -> Path:
+    """The folder one sweep run trains into: arms/sweep/<arm>-lr<rate>."""
+    return out / "arms" / "sweep" / f"{name}-lr{learning_rate:g}"
 
 
 def fingerprint(data: Any) -> str:

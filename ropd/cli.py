@@ -147,7 +147,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     request = load_request(args.input, JudgeRequest)
     cfg, aliases = _judge_config(args, "verifier_template")
     client = _client(cfg, "judge", args.cache, aliases)
-    answers_only = cfg.model_copy(update={"score_teacher_answers": False})  # the teacher answers ground the checks only
+    answers_only = cfg.model_copy(update={"score_teacher_answers": "off"})  # the teacher answers ground the checks only
     group = score_group(
         request.question, request.teacher_answers, request.answers, answers_only, None, client, seed=args.seed, rubric=request.rubric
     )
@@ -484,19 +484,20 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Benchmark sample efficiency: train every method x seed from one student and teacher, evaluate held-out
-    accuracy every N training samples, and write results.json, results.md and curves.png.
+    """Benchmark sample efficiency: choose each arm's learning rate on validation prompts (with learning_rates), train
+    every arm x seed from one student and teacher, evaluate held-out accuracy every N training samples, and write
+    results.json, results.md (95% intervals, paired differences), curves.png and sweep.json/sweep.md.
 
     A rerun resumes: finished arms are read back, not trained again. Prints the results.json path on stdout.
     """
     from ropd.bench import load_bench_config, run_bench
 
     overrides: dict[str, object] = {"output_dir": args.output_dir} if args.output_dir else {}
-    for name in ("methods", "seeds"):
-        if getattr(args, name):
-            overrides[name] = [v.strip() for v in getattr(args, name).split(",") if v.strip()]  # checked by BenchConfig
+    if args.seeds:
+        overrides["seeds"] = [v.strip() for v in args.seeds.split(",") if v.strip()]  # checked by BenchConfig
     bench = load_bench_config(args.config, overrides)
-    results = run_bench(bench, config_path=args.config, finished_only=args.finished_only)
+    only = [v.strip() for v in args.arms.split(",") if v.strip()] if args.arms else None
+    results = run_bench(bench, config_path=args.config, finished_only=args.finished_only, only=only)
     h = results["headline"]
     err.print(f"headline: {h['status']}" + (f", ratio {h['ratio']:.2f}x" if h["ratio"] is not None else "") + f" ({h['note']})")
     out.print(str(Path(bench.output_dir) / "results.json"), highlight=False)
@@ -511,7 +512,13 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", required=True, help="YAML bench config (see experiments/bench-cpu.yaml and ropd/bench.py's BenchConfig).")
     p.add_argument("--output-dir", help="Override the config's output_dir.")
-    p.add_argument("--methods", help="Run only these of the config's methods now, comma-separated (a later full run reads them back).")
+    p.add_argument(
+        "--arms",
+        "--methods",
+        dest="arms",
+        help="Train only these arms now (names from the config's arms or methods), comma-separated; the others' finished "
+        "results are read back, and a later full run reads these back.",
+    )
     p.add_argument("--seeds", help="Run only these seeds now, comma-separated.")
     p.add_argument("--finished-only", action="store_true", help="Train nothing: write the results files from the arms that have finished.")
     p.set_defaults(func=cmd_bench)

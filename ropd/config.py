@@ -101,13 +101,20 @@ class TeacherConfig(EndpointConfig):
 
 PUBLISHED_JUDGE: dict[str, Any] = {
     "chunk_size": None,
+    "answer_evidence": False,
     "expected_evidence": False,
     "evidence_check": False,
     "verifiable_criteria": False,
     "consensus_criterion": False,
+    "score_teacher_answers": "in_call",
 }
-"""The judge settings of the published ROPD recipe (the whole group in one call, the judge's booleans only), where
-`JudgeConfig`'s defaults differ: `JudgeConfig(**PUBLISHED_JUDGE)`, or these keys under `judge:` in a YAML config."""
+"""The judge settings of the published ROPD recipe where `JudgeConfig`'s defaults differ: teacher answers and rollouts
+judged together in one shuffled call, the judge's booleans only (no evidence fields, no code checks) (arXiv 2605.07396).
+The published 4-12 criteria per rubric are JudgeConfig's defaults. `JudgeConfig(**PUBLISHED_JUDGE)`, or these keys
+under `judge:` in a YAML config."""
+
+ORACLE = "oracle"
+"""judge.model that selects the analysis-only oracle reward (ropd/oracle.py)."""
 
 
 class JudgeConfig(EndpointConfig):
@@ -150,11 +157,36 @@ class JudgeConfig(EndpointConfig):
         description="Judge at most this many answers per call (unset: the whole group in one call, as published; a small "
         "judge flattens larger groups).",
     )
-    score_teacher_answers: bool = Field(
-        default=False,
-        description="Judge the teacher answers too, for diagnostics only (rubric/teacher_score_mean): in judge calls of their own "
-        "(chunk_size applies), never in the rollouts' call, so the rollouts' verdicts do not depend on it.",
+    score_teacher_answers: Literal["off", "separate", "in_call"] = Field(
+        default="off",
+        description="Judge the teacher answers too, for diagnostics only (rubric/teacher_score_mean, "
+        "rubric/student_beats_weakest_teacher_rate): off; separate = in judge calls of their own (chunk_size applies), so the "
+        "rollouts' verdicts do not depend on them; in_call = shuffled in with the rollouts, in the same call(s), as published.",
     )
+    answer_evidence: bool = Field(
+        default=True,
+        description="Have the judge copy each answer's final result before its booleans (`final_answer`). Off, with "
+        "expected_evidence off too: booleans only, as published (expected_evidence always asks for both copies).",
+    )
+    oracle_noise: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=0.5,
+        description="judge.model 'oracle' only: flip each of the oracle's booleans with this probability (ropd/oracle.py).",
+    )
+    allow_oracle: bool = Field(
+        default=False,
+        description="Allow judge.model 'oracle': an analysis-only reward decided by code from each prompt's reference solution "
+        "(not black-box). Refused unless set; `ropd bench` sets it for its oracle arms.",
+    )
+
+    @field_validator("score_teacher_answers", mode="before")
+    @classmethod
+    def _teacher_scoring_flag(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # the earlier on/off switch: on judged them in calls of their own
+            return "separate" if value else "off"
+        return value
+
     mode: Literal["group", "single", "consistency"] = Field(
         default="group",
         description="How answers are judged: group = all answers of a prompt in one call (as published); single = one call per "
@@ -202,6 +234,11 @@ class JudgeConfig(EndpointConfig):
             raise ValueError("min_points is larger than max_points")
         if self.evidence_check and not self.expected_evidence:
             raise ValueError("evidence_check compares the judge's expected and final_answer copies: turn on expected_evidence too")
+        if self.model == ORACLE and not self.allow_oracle:
+            raise ValueError(
+                "judge.model 'oracle' reads each prompt's reference solution (analysis only, not black-box): "
+                "set judge.allow_oracle to use it"
+            )
         return self
 
 

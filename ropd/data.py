@@ -204,6 +204,7 @@ def _reasoning_gym_rows(spec: str) -> list[dict[str, Any]]:
             "prompt": [{"role": "user", "content": entry["question"]}],
             "answer": entry["answer"],
             "task": task,
+            "metadata": json.loads(json.dumps(entry.get("metadata") or {}, default=str)),  # the task's scorer and the oracle read it
         }
         for index, entry in enumerate(generator)
     ]

@@ -20,13 +20,15 @@ are drawn by `ropd.inspect_charts`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import sqlite3
 import statistics
+import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +83,15 @@ def partial_bench_results(bench_dir: Path) -> dict[str, Any]:
     training = base.get("training") or {}
     arms = []
     for folder in sorted((bench_dir / "arms").iterdir()):
-        method, _, seed = folder.name.rpartition("-seed")
+        arm_name, _, seed = folder.name.rpartition("-seed")
+        method = ((bench.get("arms") or {}).get(arm_name) or {}).get("method", arm_name)
         if not folder.is_dir() or not method or not seed.isdigit():
             continue
         if (folder / "arm.json").is_file():
             arms.append(json.loads((folder / "arm.json").read_text()))
         else:
             curve = read_jsonl(folder / "curve.jsonl")[0]
-            arms.append({"method": method, "seed": int(seed), "curve": curve, "unfinished": True})
+            arms.append({"arm": arm_name, "method": method, "seed": int(seed), "curve": curve, "unfinished": True})
     return {
         "headline": {"ratio": None, "status": "not computed", "note": "results.json is not written yet (the bench is running or stopped)"},
         "complete": False,
@@ -428,6 +431,27 @@ def _log_built(index: Path, started: float) -> None:
     Console(stderr=True).print(message, highlight=False, soft_wrap=True)
 
 
+STEP_RECORDS = ("metrics.jsonl", "groups.jsonl", "usage.json", "config.yaml")
+
+
+@contextlib.contextmanager
+def arm_records(bench_dir: Path, folder: Path, name: str) -> Iterator[Path | None]:
+    """A run folder for an arm's run page: the arm's own folder when it was kept, else a temporary one holding links to
+    the records the bench copied into steps/ (<name>-metrics.jsonl, -groups.jsonl, -usage.json), which are committed
+    with the results; None when neither exists."""
+    if folder.is_dir() and is_run_dir(folder):
+        yield folder
+        return
+    found = {f: bench_dir / "steps" / f"{name}-{f}" for f in STEP_RECORDS if (bench_dir / "steps" / f"{name}-{f}").is_file()}
+    if not found:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="ropd-arm-") as tmp:
+        for file_name, source in found.items():
+            (Path(tmp) / file_name).symlink_to(source.resolve())
+        yield Path(tmp)
+
+
 def build_bench_report(bench_dir: Path, out: Path) -> Path:
     """Write the bench page, and the run page of every arm whose folder was kept, into `out`; return index.html."""
     started = time.perf_counter()
@@ -442,19 +466,20 @@ def build_bench_report(bench_dir: Path, out: Path) -> Path:
     arms = []
     samples = sorted({p["samples"] for a in results.get("arms") or [] for p in a.get("curve") or []})
     for arm in results.get("arms") or []:
-        name = f"{arm['method']}-seed{arm['seed']}"
+        name = f"{arm.get('arm') or arm['method']}-seed{arm['seed']}"
         folder = bench_dir / "arms" / name
         row = {**arm, "name": name, "link": None, "note": "", "by_samples": {p["samples"]: p["accuracy"] for p in arm.get("curve") or []}}
         row["minutes"] = arm["wall_seconds"] / 60 if isinstance(arm.get("wall_seconds"), (int, float)) else None
-        if folder.is_dir() and is_run_dir(folder):
-            build_run_report(folder, out / "arms" / name, title=f"ropd bench arm: {name}", back="../../index.html")
-            row["link"] = f"arms/{name}/index.html"
-            if not (folder / "groups.jsonl").is_file():
-                row["note"] = "no per-group records"
-            if arm.get("unfinished"):
-                row["note"] = ("unfinished; " + row["note"]).rstrip("; ")
-        else:
-            row["note"] = "no per-group records (run folder not kept)"
+        with arm_records(bench_dir, folder, name) as records:
+            if records is not None:
+                build_run_report(records, out / "arms" / name, title=f"ropd bench arm: {name}", back="../../index.html")
+                row["link"] = f"arms/{name}/index.html"
+                if not (records / "groups.jsonl").is_file():
+                    row["note"] = "no per-group records"
+                if arm.get("unfinished"):
+                    row["note"] = ("unfinished; " + row["note"]).rstrip("; ")
+            else:
+                row["note"] = "no per-group records (run folder not kept, none in steps/)"
         arms.append(row)
     page = (
         environment()

@@ -223,10 +223,10 @@ def run_charts(steps: list[dict[str, Any]], held_out: Sequence[dict[str, Any]] =
 
 
 def _arm_curves(arms: list[dict[str, Any]], field_name: str) -> dict[str, list[tuple[float, float, float, float]]]:
-    """Per method: (x, mean, min, max) held-out accuracy over seeds at each point all its seeds share."""
+    """Per arm: (x, mean, min, max) held-out accuracy over seeds at each point all its seeds share."""
     by_method: dict[str, list[dict[str, Any]]] = {}
     for arm in arms:
-        by_method.setdefault(arm["method"], []).append(arm)
+        by_method.setdefault(arm.get("arm") or arm["method"], []).append(arm)
     curves = {}
     for method, group in by_method.items():
         shared = sorted(set.intersection(*({p["samples"] for p in a["curve"]} for a in group)))
@@ -247,7 +247,7 @@ def bench_charts(results: dict[str, Any]) -> list[Markup]:
         series = []
         curves = _arm_curves(results.get("arms") or [], field_name)
         for index, (method, rows) in enumerate(curves.items()):
-            seeds = sum(a["method"] == method for a in results["arms"])
+            seeds = sum((a.get("arm") or a["method"]) == method for a in results["arms"])
             series.append(
                 Series(
                     f"{METHOD_LABELS.get(method, method)} ({seeds} seed{'s' * (seeds > 1)})",

@@ -78,8 +78,8 @@ def shuffled_order(n: int, seed: int | str) -> list[int]:
     return order
 
 
-def verdict_schema(num_answers: int, num_criteria: int, expected: bool = False) -> dict[str, Any]:
-    """The JSON schema sent to the judge: short evidence fields before the booleans.
+def verdict_schema(num_answers: int, num_criteria: int, expected: bool = False, answer: bool = True) -> dict[str, Any]:
+    """The JSON schema sent to the judge: short evidence fields before the booleans (none with `answer` off).
 
     Writing the answer's final result first (and, with `expected`, the final result the rubric
     requires just before it) is what makes small judges discriminate; the contract only requires
@@ -89,7 +89,8 @@ def verdict_schema(num_answers: int, num_criteria: int, expected: bool = False) 
     properties: dict[str, Any] = {"answer": {"type": "integer", "minimum": 1, "maximum": num_answers}}
     if expected:
         properties["expected"] = evidence
-    properties["final_answer"] = evidence
+    if answer or expected:
+        properties["final_answer"] = evidence
     properties["met"] = {"type": "array", "items": {"type": "boolean"}, "minItems": num_criteria, "maxItems": num_criteria}
     verdict = {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
     return {
@@ -151,6 +152,7 @@ def verifier_messages(question: str, rubric: Rubric, answers: list[str], cfg: Ju
         num_answers=len(items),
         num_criteria=len(rubric.criteria),
         expected_evidence=cfg.expected_evidence,
+        answer_evidence=cfg.answer_evidence,
     )
     if tool_use:
         messages = add_tool_note(messages, boundary)
@@ -171,7 +173,7 @@ async def _judge_call(client: LLMClient, question: str, rubric: Rubric, answers:
     output = await client.chat_json(
         messages,
         JudgeOutput,
-        json_schema=verdict_schema(n, k, cfg.expected_evidence),
+        json_schema=verdict_schema(n, k, cfg.expected_evidence, cfg.answer_evidence),
         check=lambda out: check_verdicts(out, n, k),
         key_extra={"kind": "verdicts", "template": template_hash},
     )
@@ -218,7 +220,7 @@ async def _consistency_call(
         messages,
         n=cfg.consistency_samples,
         key_extra={"kind": "verdict-samples", "template": template_hash},
-        json_schema=verdict_schema(n, k, cfg.expected_evidence),
+        json_schema=verdict_schema(n, k, cfg.expected_evidence, cfg.answer_evidence),
     )
     outputs = [out for out in (parse_verdicts(t, n, k) for t in texts) if out is not None]
     if tally is not None:

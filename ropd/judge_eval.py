@@ -122,7 +122,7 @@ async def measure_item(
     judge = LLMClient(judge_endpoint(endpoint, cfg), role="judge", **common)
     texts = [c.text for c in item.candidates]
     tally = JudgeTally()
-    measured = cfg.model_copy(update={"score_teacher_answers": False})  # the candidates' rewards only
+    measured = cfg.model_copy(update={"score_teacher_answers": "off"})  # the candidates' rewards only
     try:
         outcome = await score_group(item.question, item.teacher_answers, texts, measured, rubricator, judge, seed=item.id, tally=tally)
     finally:

@@ -49,7 +49,9 @@ RUBRIC_VARIABLES = frozenset(
         "target_max_chars",
     }
 )
-VERIFIER_VARIABLES = frozenset({"question", "criteria", "answers", "boundary", "num_answers", "num_criteria", "expected_evidence"})
+VERIFIER_VARIABLES = frozenset(
+    {"question", "criteria", "answers", "boundary", "num_answers", "num_criteria", "expected_evidence", "answer_evidence"}
+)
 
 
 class TemplateError(ConfigError):

@@ -5,7 +5,7 @@
 
 Per prompt group: k teacher answers (cached) -> a rubric induced from teacher answers and student
 rollouts (or reused, per `judge.rubric_refresh`) -> one batched judge call over the rollouts (the
-teacher answers, when `judge.score_teacher_answers` is on, in call(s) of their own) -> the code
+teacher answers too, per `judge.score_teacher_answers`) -> the code
 checks and reward = sum(points of met criteria) / sum(points): all of it after the teacher answers is
 ropd.scoring.score_group, the path `ropd judge`, judge-eval and the experiments use too. Groups are scored
 concurrently. On several processes (accelerate, DDP) a call first gathers every process's rollouts, so each prompt
@@ -42,15 +42,16 @@ from typing import Any, Protocol
 from rich.console import Console
 
 from ropd.answers import answer_text, completion_text, is_correct
-from ropd.config import EndpointConfig, JudgeConfig, RunConfig
+from ropd.config import ORACLE, EndpointConfig, JudgeConfig, RunConfig
 from ropd.data import prompt_id
 from ropd.distributed import Failure, Processes, exchange
 from ropd.judge import judge_endpoint
 from ropd.llm import LLMClient, LLMError
 from ropd.models import is_local, local_identity
+from ropd.oracle import flip, oracle_met, oracle_rubric
 from ropd.quality import pair_counts, roc_auc
 from ropd.rubrics import RubricStore
-from ropd.scoring import ScoredGroup, decision_counts, score_group
+from ropd.scoring import ScoredGroup, decision_counts, rubric_reward, score_group
 from ropd.teacher import TeacherError, build_teacher_pool, needs_local_server
 from ropd.tools import readable_trajectory, tool_rollout_text
 from ropd.types import Criterion, GroupScore, PromptRow, Rubric, Usage, Verdict
@@ -167,9 +168,9 @@ class RubricReward:
     def __init__(
         self,
         config: RunConfig,
-        teacher: TeacherAnswers,
-        rubric_client: LLMClient,
-        judge_client: LLMClient,
+        teacher: TeacherAnswers | None,
+        rubric_client: LLMClient | None,
+        judge_client: LLMClient | None,
         prompts: dict[str, PromptRow] | Iterable[PromptRow],
         processes: Processes | None = None,
         groups_log: Path | None = None,
@@ -355,12 +356,16 @@ class RubricReward:
         self, row: PromptRow, rollouts: list[str], step: int, indices: list[int] | None = None, truncated: list[bool] | None = None
     ) -> GroupRun:
         """Teacher answers -> rubric (induced or reused) -> verdicts for one prompt group (ropd.scoring.score_group);
-        with training.truncated_reward set, rollouts cut off (see _truncated) get that reward instead."""
+        with training.truncated_reward set, rollouts cut off (see _truncated) get that reward instead.
+        With judge.model 'oracle', the analysis-only oracle decides instead (`oracle_group`)."""
         run = GroupRun(score=GroupScore(prompt_id=row.id), indices=indices if indices is not None else list(range(len(rollouts))))
         run.question, run.rollouts = row.question, list(rollouts)
         run.truncated = list(truncated) if truncated is not None else [False] * len(rollouts)
+        if self.judge_config.model == ORACLE:
+            return self.oracle_group(run, row, step)
         try:
             clock = time.monotonic()
+            assert self.teacher is not None, "a rubric reward without the oracle needs a teacher"
             references = [a for a in await self.teacher.answers(row) if answer_text(a)]
             run.seconds["teacher"] = time.monotonic() - clock
             if not references:
@@ -399,6 +404,28 @@ class RubricReward:
         if outcome.teacher_error is not None:
             log.warning("prompt '%s': teacher answers not scored (%s)", row.id, outcome.teacher_error)
         run.final_answers = [_evidence(v.model_extra) for v in outcome.verdicts]
+        return run
+
+    def oracle_group(self, run: GroupRun, row: PromptRow, step: int) -> GroupRun:
+        """The oracle's rubric and booleans for one group (ropd.oracle), each boolean flipped with judge.oracle_noise."""
+        clock = time.monotonic()
+        try:
+            rubric = oracle_rubric(row, self.judge_config.max_points)
+        except ValueError as exc:
+            return self._failed(run, "judge", str(exc))
+        exact = [oracle_met(row, rubric, text) for text in run.rollouts]
+        met = flip(exact, self.judge_config.oracle_noise, f"{self.config.training.seed}:{row.id}:{step}")
+        rewards = [rubric_reward(rubric, row_met) for row_met in met]
+        run.rubric = rubric
+        run.scored = ScoredGroup(rubric=rubric, met=met, rewards=rewards, decided_by=["oracle"] * len(rubric.criteria))
+        run.score = GroupScore(
+            prompt_id=row.id,
+            rewards=self._with_truncated_reward(rewards, run.truncated),
+            verdicts=met,
+            rubric=rubric,
+            decided_by=list(run.scored.decided_by),
+        )
+        run.seconds["judge"] = time.monotonic() - clock
         return run
 
     def _with_truncated_reward(self, rewards: list[float], truncated: list[bool]) -> list[float]:
@@ -481,7 +508,8 @@ class RubricReward:
 
     def _local_usage(self) -> dict[str, Usage]:
         """This process's clients' usage (live objects)."""
-        usages = {"rubricator": self.rubric_client.usage, "judge": self.judge_client.usage}
+        clients = {"rubricator": self.rubric_client, "judge": self.judge_client}
+        usages = {role: client.usage for role, client in clients.items() if client is not None}  # none for the oracle
         teacher_usage = getattr(self.teacher, "usage", None)
         if isinstance(teacher_usage, Usage):
             usages = {"teacher": teacher_usage, **usages}
@@ -638,7 +666,7 @@ def serve_local_models(config: RunConfig, stack: ExitStack, processes: Processes
     The config is left as it is: clients get these URLs with the model name as cache identity, since
     a local server's port changes from run to run.
     """
-    if not uses_rubric_reward(config):
+    if not uses_rubric_reward(config) or config.judge.model == ORACLE:  # the oracle calls no model
         return {}
     processes = processes or OneProcess()
     urls: dict[str, str] = {}
@@ -698,6 +726,8 @@ def build_rubric_reward(
     `groups_log`: the groups.jsonl file each call appends its groups to (None: not written).
     """
     prompts = prompts if isinstance(prompts, dict) else {p.id: p for p in prompts}
+    if config.judge.model == ORACLE:  # decided by code from the reference solutions: no teacher, rubricator or judge calls
+        return RubricReward(config, None, None, None, prompts, groups_log=groups_log)
     if teacher_base_url is not None and not needs_local_server(config):
         config = config.model_copy(update={"teacher": config.teacher.model_copy(update={"base_url": teacher_base_url})})
     teacher = build_teacher_pool(config, cache, local_base_url=teacher_base_url)

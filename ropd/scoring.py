@@ -3,7 +3,7 @@
 `score_group` takes a question, its teacher answers, the student's answers (rollouts), the rubric settings
 (JudgeConfig) and the rubricator and judge clients: it induces a rubric (or reuses one it is given), asks
 the judge for verdicts, and scores them with `score_verdicts`. With `score_teacher_answers` it also
-judges the teacher answers, in calls of their own, for diagnostics.
+judges the teacher answers for diagnostics: in calls of their own, or in the rollouts' call as published.
 
 `score_verdicts` takes a rubric, the judge's verdicts (one per answer, rubric order), the answers, the
 teacher answers and the JudgeConfig, and decides every criterion in this order:
@@ -44,7 +44,7 @@ from ropd.types import Rubric, Verdict
 if TYPE_CHECKING:
     from ropd.llm import LLMClient
 
-Source = Literal["judge", "evidence", "target", "consensus"]
+Source = Literal["judge", "evidence", "target", "consensus", "oracle"]  # oracle: ropd.oracle, analysis only
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +184,9 @@ async def score_group(
 ) -> GroupOutcome:
     """Rubric (induced by `rubricator`, unless `rubric` is given), verdicts from `judge` and rewards for `rollouts`.
 
-    The rollouts are shuffled by `seed` for the judge; the teacher answers, judged only with
-    `cfg.score_teacher_answers`, by f"{seed}:teacher". A rubricator or judge call that fails after all
+    The rollouts are shuffled by `seed` for the judge. The teacher answers are judged for diagnostics only, per
+    `cfg.score_teacher_answers`: "separate" in calls of their own, shuffled by f"{seed}:teacher"; "in_call" shuffled in
+    with the rollouts (by `seed`), as published; "off" not at all. A rubricator or judge call that fails after all
     retries and re-asks ends the group with `failed_phase` and `error` set, never raises; a failed
     teacher-answer call only sets `teacher_error`.
     """
@@ -198,8 +199,10 @@ async def score_group(
             rubric = outcome.rubric = await induce_rubric(rubricator, question, teacher_answers, rollouts, cfg)
         outcome.seconds["rubric"] = time.monotonic() - clock
         phase, clock = "judge", time.monotonic()
-        calls = [judge_verdicts(judge, question, rubric, rollouts, cfg, seed=seed, tally=tally)]
-        if cfg.score_teacher_answers:  # their own call(s): the rollouts' call never holds them
+        in_call = cfg.score_teacher_answers == "in_call"
+        judged = [*rollouts, *teacher_answers] if in_call else rollouts  # in_call: one shuffled group, as published
+        calls = [judge_verdicts(judge, question, rubric, judged, cfg, seed=seed, tally=tally)]
+        if cfg.score_teacher_answers == "separate":  # their own call(s): the rollouts' call never holds them
             calls.append(judge_verdicts(judge, question, rubric, teacher_answers, cfg, seed=f"{seed}:teacher"))
         results = await asyncio.gather(*calls, return_exceptions=True)
         outcome.seconds["judge"] = time.monotonic() - clock
@@ -208,7 +211,10 @@ async def score_group(
     except LLMError as exc:
         outcome.failed_phase, outcome.error = phase, str(exc)  # type: ignore[assignment]
         return outcome
-    outcome.verdicts = list(results[0])  # type: ignore[arg-type]
+    verdicts = list(results[0])  # type: ignore[arg-type]
+    if in_call:  # split the one call's verdicts back into the rollouts' and the teacher answers'
+        verdicts, results = verdicts[: len(rollouts)], [None, verdicts[len(rollouts) :]]
+    outcome.verdicts = verdicts
     outcome.scored = score_verdicts(rubric, outcome.verdicts, rollouts, teacher_answers, cfg, question)
     if len(results) > 1:
         teacher_verdicts = results[1]

@@ -118,6 +118,7 @@ def test_bench_runs_arms_writes_results_and_resumes(tmp_path, monkeypatch):
 
         # An arm that did not finish is left out of a results-only run, and run again, from scratch, alone, by a full one.
         (out / "arms" / "opd-seed0" / "arm.json").unlink()
+        (out / "steps" / "opd-seed0-arm.json").unlink()
         partial = run_bench(bench, finished_only=True)
         assert [a["method"] for a in partial["arms"]] == ["ropd"] and not partial["complete"]
         monkeypatch.undo()
@@ -284,3 +285,97 @@ def test_several_updates_per_batch_count_each_rollout_once(tmp_path, monkeypatch
         callback.on_step_end(None, SimpleNamespace(global_step=step, max_steps=7, num_input_tokens_seen=0), None)
     assert seen == [(4, 8), (7, 16)]  # step 7 is mid-batch: its batch (the 4th) was drawn for step 7
     assert bench_module.ropd_teacher_tokens(2, 2, {"a": 10, "b": 20, "c": 30, "d": 40}) == 100
+
+
+def sweep_data(out) -> dict:
+    """A bench that needs no model server: outcome GRPO and an oracle arm, with a learning-rate sweep."""
+    return {
+        "base": {
+            "teacher": {"model": "tiny-random-teacher"},
+            "student": {"model": "tiny-random"},
+            "data": {"dataset": "reasoning-gym:chain_sum?size=4&seed=0"},
+            "training": {
+                "max_steps": 2,
+                "prompts_per_step": 2,
+                "num_generations": 2,
+                "max_completion_length": 8,
+                "truncated_reward": None,
+                "save_steps": 10,
+            },
+        },
+        "arms": {
+            "grpo": {"method": "grpo"},
+            "oracle-p20": {
+                "method": "ropd",
+                "label": "oracle, p=0.2",
+                "learning_rate_from": "grpo",
+                "overrides": {"judge": {"model": "oracle", "allow_oracle": True, "oracle_noise": 0.2}},
+            },
+        },
+        "seeds": [0, 1],
+        "learning_rates": [1e-3, 1e-2],
+        "validation": {"dataset": "reasoning-gym:chain_sum?size=3&seed=2", "max_new_tokens": 8, "batch_size": 4},
+        "eval": {"dataset": "reasoning-gym:chain_sum?size=5&seed=1", "max_new_tokens": 8, "batch_size": 5},
+        "eval_every": 4,
+        "evaluate_teacher": False,
+        "bootstrap_samples": 200,
+        "output_dir": str(out),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sweep_chooses_each_rate_on_validation_then_runs_seeds_with_intervals_and_resumes_from_steps(tmp_path, monkeypatch):
+    import shutil
+
+    out = tmp_path / "bench"
+    bench = BenchConfig.model_validate(sweep_data(out))
+    trained = []
+    real_train = ropd.training.train
+
+    def recording(config, callbacks=()):
+        trained.append((config.output.dir.split("/arms/")[1], config.training.learning_rate, config.judge.model))
+        return real_train(config, callbacks)
+
+    monkeypatch.setattr(ropd.training, "train", recording)
+    results = run_bench(bench)
+
+    # The sweep: grpo once per rate on seed 0; the oracle arm takes grpo's choice instead of a sweep of its own.
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert [(r["arm"], r["learning_rate"]) for r in sweep["runs"]] == [("grpo", 1e-3), ("grpo", 1e-2)]
+    best = max(sweep["runs"], key=lambda r: (r["accuracy"], -r["learning_rate"]))
+    assert sweep["chosen"] == {"grpo": best["learning_rate"]} and sweep["validation_prompts"] == 3
+    assert trained[:2] == [("sweep/grpo-lr0.001", 1e-3, None), ("sweep/grpo-lr0.01", 1e-2, None)]
+    chosen = best["learning_rate"]
+    assert trained[2:] == [(f"{a}-seed{s}", chosen, m) for s in (0, 1) for a, m in (("grpo", None), ("oracle-p20", "oracle"))]
+    assert "| outcome GRPO |" in (out / "sweep.md").read_text()
+
+    # Every accuracy has its interval, computed from the per-prompt scores of 5 held-out prompts x 2 seeds.
+    for summary in results["methods"].values():
+        assert summary["final_accuracy_low"] <= summary["final_accuracy_mean"] <= summary["final_accuracy_high"]
+        assert summary["learning_rate"] == chosen
+    for arm in results["arms"]:
+        assert all(len(p["scores"]) == 5 for p in arm["curve"])
+    pairs = {(d["a"], d["b"]): d for d in results["differences"]}
+    assert set(pairs) == {("grpo", "step0"), ("oracle-p20", "step0"), ("oracle-p20", "grpo")}
+    assert all(d["seeds"] == 2 and d["prompts"] == 5 and d["low"] <= d["mean"] <= d["high"] for d in pairs.values())
+    oracle = results["methods"]["oracle-p20"]
+    assert oracle["label"] == "oracle, p=0.2" and oracle["judge_tokens_mean"] == 0 and oracle["teacher_tokens_mean"] == 0
+    markdown = (out / "results.md").read_text()
+    assert "**greedy**" in markdown and "95% interval" in markdown and "oracle-p20 − grpo" in markdown
+    groups = (out / "steps" / "oracle-p20-seed0-groups.jsonl").read_text().splitlines()
+    assert groups and all(set(json.loads(g)["decided_by"]) == {"oracle"} for g in groups)
+
+    # A fresh clone has steps/ (committed) but no arms/ folder: everything is read back, nothing trained again.
+    shutil.rmtree(out / "arms")
+    trained.clear()
+    again = run_bench(bench)
+    assert trained == [] and again["arms"] == results["arms"] and again["differences"] == results["differences"]
+
+    # The bench page opens each arm's run page from the committed records.
+    from ropd.inspect import build_report
+
+    index = build_report(out, tmp_path / "report")
+    page = index.read_text()
+    assert "run folder not kept" not in page and "difference-table" in page
+    assert (tmp_path / "report" / "arms" / "oracle-p20-seed1" / "index.html").is_file()

@@ -165,6 +165,9 @@ class FixedTeacher:
         return ["<think>4 + 4</think>The answer is 8.", "8"]
 
 
+PINNED_JUDGE = {"score_teacher_answers": "separate", "answer_evidence": True}  # the settings the keys were pinned with
+
+
 def pinned_keys(tmp_path: Path, **judge: object) -> dict[str, list[str]]:
     """The cache keys one reward call (rubric, rollouts' verdicts, teacher verdicts) and one teacher `chat` store, by role.
 
@@ -183,7 +186,7 @@ def pinned_keys(tmp_path: Path, **judge: object) -> dict[str, list[str]]:
         return Reply(content=["eight", "8"])
 
     settings = {"output.dir": str(tmp_path), "teacher.model": "scripted", "judge.score_teacher_answers": True}
-    config = load_config(overrides=settings | {f"judge.{k}": v for k, v in {**PUBLISHED_JUDGE, **judge}.items()})
+    config = load_config(overrides=settings | {f"judge.{k}": v for k, v in {**PUBLISHED_JUDGE, **PINNED_JUDGE, **judge}.items()})
     with ScriptedServer(respond) as server, ResultCache(tmp_path / "k.sqlite") as cache:
         endpoint = EndpointConfig(model="pinned-model", base_url=server.base_url, seed=3)
         common = {"cache": cache, "identity": "pinned-server"}
@@ -210,7 +213,7 @@ def pinned_keys(tmp_path: Path, **judge: object) -> dict[str, list[str]]:
         (
             {},
             {
-                "judge": ["0d4131a3125af67c", "d92ed32a22ca190b"],
+                "judge": ["36b345ba1296a179", "caf05321e761c4d3"],
                 "rubricator": ["1152d288b4194e65"],
                 "teacher": ["bf998df6428c23ef", "e7f297f7ef94f622"],
             },
@@ -218,7 +221,7 @@ def pinned_keys(tmp_path: Path, **judge: object) -> dict[str, list[str]]:
         (
             {"mode": "consistency", "consistency_samples": 2, "expected_evidence": True},
             {
-                "judge": ["191222ea5245e6ac", "3f4a09afa5fb5548", "e700eb8812cc03ad", "ed17fce65a4b2b93"],
+                "judge": ["58d1d854e874c10e", "7c6deb92e313c853", "b8b8bebc749fb736", "f2d99fd0185b69b7"],
                 "rubricator": ["1152d288b4194e65"],
                 "teacher": ["bf998df6428c23ef", "e7f297f7ef94f622"],
             },

@@ -74,8 +74,11 @@ def test_verdicts_map_back_to_input_order_through_the_shuffle():
 
 def test_schema_asks_for_the_final_answer_before_the_booleans_but_bare_verdicts_are_accepted():
     with ScriptedServer(lambda body: judge_reply(body, contains_rule)) as server:
-        met, _ = judge(server)
-    assert met == EXPECTED
+        met, _ = judge(server, cfg=JudgeConfig(**{**PUBLISHED_JUDGE, "answer_evidence": True}))
+        published, _ = judge(server)
+    assert met == published == EXPECTED
+    bare = server.requests[1]["response_format"]["json_schema"]["schema"]["properties"]["verdicts"]
+    assert list(bare["items"]["properties"]) == ["answer", "met"]  # the published recipe: booleans only
     verdict = server.requests[0]["response_format"]["json_schema"]["schema"]["properties"]["verdicts"]
     assert list(verdict["items"]["properties"]) == ["answer", "final_answer", "met"]
     assert verdict["items"]["properties"]["final_answer"]["maxLength"] == 24

@@ -32,8 +32,12 @@ def test_rubricator_renders_system_and_user_with_answers_after_think():
 
 @pytest.mark.parametrize(
     ("settings", "evidence"),
-    [(PUBLISHED_JUDGE, ""), ({}, '"expected": "<result the rubric requires>", ')],
-    ids=["published", "defaults"],
+    [
+        (PUBLISHED_JUDGE, ""),
+        ({**PUBLISHED_JUDGE, "answer_evidence": True}, '"final_answer": "<its final result>", '),
+        ({}, '"expected": "<result the rubric requires>", "final_answer": "<its final result>", '),
+    ],
+    ids=["published", "answer-evidence", "defaults"],
 )
 def test_output_shapes_show_placeholders_never_sample_booleans(settings, evidence):
     rubric_user = rubric_messages("q", ["a"], ["b"], JudgeConfig(**settings))[0][1]["content"]
@@ -41,7 +45,7 @@ def test_output_shapes_show_placeholders_never_sample_booleans(settings, evidenc
     for text in (rubric_user, judge_user):
         assert "true" not in text.lower().replace("true only", "")
         assert "false" not in text.lower().replace("false otherwise", "")
-    shape = '{"verdicts": [{"answer": <answer number>, ' + evidence + '"final_answer": "<its final result>", "met": [<2 booleans>]}'
+    shape = '{"verdicts": [{"answer": <answer number>, ' + evidence + '"met": [<2 booleans>]}'
     assert shape in judge_user
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ropd.config import CONFIGS_DIR, RunConfig, load_config
+from ropd.config import CONFIGS_DIR, PUBLISHED_JUDGE, RunConfig, load_config
 
 ROPD = {
     "teacher.num_answers": 4,
@@ -24,10 +24,12 @@ ROPD = {
     "judge.max_criteria": 12,
     "judge.min_points": 1,
     "judge.max_points": 5,
+    "judge.answer_evidence": False,
     "judge.expected_evidence": False,
     "judge.evidence_check": False,
     "judge.verifiable_criteria": False,
     "judge.consensus_criterion": False,
+    "judge.score_teacher_answers": "in_call",
     "data.dataset": "BytedTsinghua-SIA/DAPO-Math-17k",
     "method.name": "ropd",
     "training.max_steps": 500,
@@ -108,9 +110,14 @@ def test_every_value_without_a_published_source_says_so(name):
         assert "not published" in line, f"{name}: {dotted} has no 'not published' comment: {line!r}"
 
 
+def test_the_published_judge_recipe_is_what_the_configs_set():
+    config = load_config(CONFIGS_DIR / "ropd-published.yaml")
+    assert {key: getattr(config.judge, key) for key in PUBLISHED_JUDGE} == PUBLISHED_JUDGE
+
+
 def test_the_published_configs_differ_from_the_defaults_where_the_papers_do():
     # A default that matches the paper would hide a config that forgot the value: these are the ones that differ.
     defaults = RunConfig()
-    assert defaults.judge.chunk_size is not None and defaults.judge.consensus_criterion
+    assert defaults.judge.chunk_size is not None and defaults.judge.consensus_criterion and defaults.judge.score_teacher_answers == "off"
     assert defaults.training.truncated_reward is not None and defaults.tools.max_iterations != 16
     assert defaults.training.num_generations != 16

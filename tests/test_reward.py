@@ -254,7 +254,7 @@ def judged_texts(server) -> list[set[str]]:
 
 
 def test_teacher_answers_are_not_in_the_rollouts_judge_call_by_default():
-    assert RunConfig().judge.score_teacher_answers is False
+    assert RunConfig().judge.score_teacher_answers == "off"
     with ScriptedServer(handler()) as server:
         config = RunConfig.model_validate({"training": {"num_generations": 4}})
         teacher = TeacherPool(scripted_client(server, "teacher"), num_answers=2)
