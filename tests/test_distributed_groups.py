@@ -86,7 +86,8 @@ def test_a_group_split_across_processes_is_scored_once_whole_and_every_process_g
     local = [(ids[:3], texts[:3]), (ids[3:], texts[3:])]
     shared = {"count": 2, "barrier": threading.Barrier(2, timeout=60), "slots": [None, None]}
     results: dict[int, tuple] = {}
-    judge = {**PUBLISHED_JUDGE, "rubric_refresh": "prompt"}  # one judge call per group, rewards from its booleans only
+    # One judge call per group holding its rollouts only (teacher answers not judged), rewards from its booleans only.
+    judge = {**PUBLISHED_JUDGE, "rubric_refresh": "prompt", "score_teacher_answers": "off"}
     config = RunConfig.model_validate({"training": {"num_generations": 2}, "judge": judge})
     with ScriptedServer(respond) as server:
         rewards = thread_rewards(config, server, shared)
