@@ -7,6 +7,7 @@ answer is:
   completion_text                        a completion (string, chat message or message list) -> its text
   final_text / answer_text               the part after the reasoning (see below)
   extract_final_answer / extract_choice  the answer a completion commits to, or None
+  numeric_answers                        whether answers of an unknown task look numeric
   is_correct / answers_match             checking against a reference answer
   outcome_reward                         a TRL GRPOTrainer reward function (1.0 correct, 0.0 wrong)
 
@@ -90,26 +91,43 @@ _HASHES = re.compile(r"####\s*([^\n]+)")
 _ANSWER_PHRASE = re.compile(r"\b(?:final\s+answer|answer)\s*(?:is\s*:?|:|=)\s*([^\n]+)", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?/\d+(?:\.\d+)?|-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?|-?\.\d+")
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")
+_LAST_SENTENCE = re.compile(r"[.!?](?:\s+|$)")
 _CHOICE_REFERENCE = re.compile(r"\(?([A-J])\)?\.?")
 _CHOICE_IN_ANSWER = re.compile(r"(?<![A-Za-z])\(?([A-J])\)?(?![A-Za-z])")
 _CHOICE_AT_END = re.compile(r"(?<![A-Za-z'])([A-J])[.!]?\s*$")
 _CHOICE_LINE = re.compile(r"\(?([A-J])[).:](?:\s.*)?")
 
 
-def extract_final_answer(text: Any) -> str | None:
+def extract_final_answer(text: Any, numeric: bool = True) -> str | None:
     """The final answer a completion commits to, as written, or None when it gives none.
 
     Looks after the last `</think>` only, and takes the first of: the last <answer>...</answer>,
     the last \\boxed{...}, the last "#### X", the last "answer is X" / "Answer: X", the whole text
-    when it is one line without other numbers, and finally the last number.
+    when it is one line without other numbers, and finally, for a numeric task only (`numeric`), the last number.
+    For any other task a text that marks no answer has none: its last number is no guess worth making.
     """
     if not isinstance(text, str):
         return None
     body = final_text(text)
     if body is None or not body.strip():
         return None
-    found = _marked_answer(body) or _short_line(body) or _last_number(body)
+    found = _marked_answer(body) or _short_line(body) or (_last_number(body) if numeric else None)
     return found or None
+
+
+def numeric_answers(texts: list[str]) -> bool:
+    """Whether answers of an unknown task look numeric: most of them mark a number as their final answer or, marking
+    none, hold a number in their last sentence (an essay whose numbers sit earlier in the text does not)."""
+    return 2 * sum(_looks_numeric(text) for text in texts) > len(texts)
+
+
+def _looks_numeric(text: str) -> bool:
+    body = final_text(text) or ""
+    marked = extract_final_answer(text, numeric=False)
+    if marked is not None:
+        return _as_number(marked) is not None
+    sentences = [part for part in _LAST_SENTENCE.split(body.strip()) if part.strip()]
+    return bool(sentences) and _NUMBER.search(sentences[-1]) is not None
 
 
 def extract_choice(text: Any) -> str | None:
@@ -262,7 +280,7 @@ def is_correct(completion: Any, reference: Any, task: str | None = None, metadat
     choice = _CHOICE_REFERENCE.fullmatch(reference)
     if choice:
         return extract_choice(text) == choice.group(1)
-    answer = extract_final_answer(text)
+    answer = extract_final_answer(text, numeric=_looks_mathematical(reference))
     if answer is None:
         return False
     return answers_match(answer, reference)

@@ -204,7 +204,8 @@ class JudgeConfig(EndpointConfig):
     consensus_criterion: bool = Field(
         default=True,
         description="Add a criterion checked by code, not the judge: the answer's final result equals the one a majority of "
-        "the teacher answers give (math-verify). Left out for a prompt whose teacher answers have no majority.",
+        "the teacher answers give (math-verify). Left out for a prompt whose teacher answers have no majority, or of which fewer "
+        "than half give a final answer (a last number counts as one only when the answers look numeric).",
     )
     consensus_points: int = Field(default=5, ge=1, description="Points of the consensus criterion.")
     verifiable_criteria: bool = Field(
@@ -369,7 +370,9 @@ class TrainingConfig(_Section):
     max_completion_length: int = Field(default=1024, ge=1, description="Maximum tokens per student rollout.")
     truncated_reward: float | None = Field(
         default=0.0,
-        description="Rubric reward (ropd) of a rollout cut off at max_completion_length, in place of its rubric score: "
+        description="Rubric reward (ropd) of a rollout that was cut off, in place of its rubric score. Cut off as TRL counts "
+        "it: the rollout's last token is not an end token (so it stopped at max_completion_length), or a tool rollout ended "
+        "on a tool call left unanswered (its output too long, or tools.max_iterations spent). Why: "
         "an unfinished answer states no result, and a judge that credits its working teaches the student to write past "
         "the limit (on the CPU bench, 0.0 lifted rubric OPD from 6.7% to 17.5% held-out accuracy). null: score it like "
         "the others. (TRL's mask_truncated_completions, DAPO's overlong filtering, masks "

@@ -2,7 +2,7 @@
 
 Spec forms:
   path/to/file.jsonl | .json | .parquet | .csv   rows with `prompt` (chat messages or a string),
-                                                 optional `answer` and `id`
+                                                 optional `answer` (or verl's reward_model.ground_truth) and `id`
   reasoning-gym:TASK?size=N&seed=S               a seeded reasoning-gym generator
   owner/name[:config]                            a Hub dataset (online only); split from config
 """
@@ -42,6 +42,13 @@ def load_prompts(spec: str, split: str = "train", max_prompts: int | None = None
     if system_prompt:
         prompts = [_with_system(p, system_prompt) for p in prompts]
     return prompts
+
+
+def read_rows(spec: str, split: str = "train", config: str | None = None) -> list[dict[str, Any]]:
+    """The raw rows of a local file or a Hub dataset (with its `config`), as stored: for readers of other layouts."""
+    if Path(spec).suffix.lower() in FILE_FORMATS or Path(spec).exists():
+        return _file_rows(Path(spec))
+    return _hub_rows(f"{spec}:{config}" if config else spec, split)
 
 
 def to_dataset(prompts: list[PromptRow]):
@@ -114,6 +121,8 @@ def _to_prompt_row(raw: dict[str, Any], source: str, index: int) -> PromptRow:
     if not isinstance(messages, list):
         raise DataError(f"{where}: field 'prompt' must be a string or a list of chat messages, got {type(messages).__name__}")
     answer = raw.get("answer")
+    if answer is None and isinstance(raw.get("reward_model"), dict):  # verl's row format (DAPO-Math-17k and others)
+        answer = raw["reward_model"].get("ground_truth")
     row = {**raw, "prompt": messages, "answer": None if answer is None else str(answer)}
     row["id"] = str(raw["id"]) if raw.get("id") not in (None, "") else prompt_id(messages)
     try:

@@ -54,6 +54,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import add_fused_lm_head
 
 from ropd.config import MethodConfig
+from ropd.teacher_logprobs import check_temperature
 from ropd.trainers import TimedGRPOTrainer
 
 WHITE_BOX_METHODS = ("opd", "sod")
@@ -387,13 +388,16 @@ def build_white_box_trainer(
     `args` is the GRPOConfig the run uses for every method. `reward_funcs` gives sod its sequence advantage (rubric or
     outcome reward); for opd rewards are logged only and may be empty. Pass `teacher_processing_class` to check the
     vocabularies here; extra keyword arguments (callbacks, eval_dataset, peft_config, tools) go to GRPOTrainer.
-    A served teacher (`teacher_logprobs` instead of `teacher_model`) gives opd the sampled-token loss (SampledOPDTrainer).
+    A served teacher (`teacher_logprobs` instead of `teacher_model`) gives opd the sampled-token loss (SampledOPDTrainer);
+    its log-probabilities are at temperature 1, so it needs `args.temperature` 1 (TeacherLogprobsError otherwise).
     """
     if method not in WHITE_BOX_METHODS:
         raise ValueError(f"white-box method must be one of {', '.join(WHITE_BOX_METHODS)}, got '{method}'")
     if teacher_processing_class is not None:
         name = getattr(teacher_model.config, "_name_or_path", "teacher") if teacher_model is not None else teacher_logprobs.model
         check_same_vocabulary(processing_class, teacher_processing_class, name)
+    if teacher_logprobs is not None:
+        check_temperature(args.temperature)
     if not reward_funcs:
         if method == "sod":
             raise ValueError("sod needs a reward function for its sequence advantage (rubric, or outcome when the data has answers)")

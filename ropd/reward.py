@@ -11,7 +11,9 @@ ropd.scoring.score_group, the path `ropd judge`, judge-eval and the experiments 
 concurrently. On several processes (accelerate, DDP) a call first gathers every process's rollouts, so each prompt
 group is scored whole, once, by one process, and every process gets every group's outcome back (`Processes`): TRL
 may split a group's rollouts across processes, but no rubric or verdict ever sees part of a group, every process
-returns the same rewards for the same rollouts, and rubrics induced on one process are reused on all. A group whose
+returns the same rewards for the same rollouts, and rubrics induced on one process are reused on all. An exception
+that is not a failed call (a bug, a broken cache) on any process reaches every process at the next exchange
+(ropd.distributed), which all raise it, naming the process and phase: no process is left waiting. A group whose
 teacher answers, rubric or verdicts failed after all retries gets None
 for every rollout (TRL skips it), never a silent 0. When the prompts carry reference answers, each
 call also logs how well the rewards separate correct from incorrect answers (quality/*); the
@@ -42,6 +44,7 @@ from rich.console import Console
 from ropd.answers import answer_text, completion_text, is_correct
 from ropd.config import ORACLE, EndpointConfig, JudgeConfig, RunConfig
 from ropd.data import prompt_id
+from ropd.distributed import Failure, Processes, exchange
 from ropd.judge import judge_endpoint
 from ropd.llm import LLMClient, LLMError
 from ropd.models import is_local, local_identity
@@ -67,19 +70,20 @@ log = logging.getLogger(__name__)
 console = Console(stderr=True)
 
 
-class Processes(Protocol):
-    """The training processes one reward call spans: this process's index, their count, and an all-gather."""
+class OneProcess:
+    """A run on a single process: its gather returns the value it is given."""
 
-    index: int
-    count: int
+    index, count, local_index = 0, 1, 0
 
     def gather(self, value: Any) -> list[Any]:
-        """Every process's `value` (picklable), in process order; every process must call it, in the same order."""
-        ...
+        return [value]
 
 
 class AccelerateProcesses:
-    """The processes of the current accelerate launch (just this one without it), gathered through torch.distributed."""
+    """The processes of the current accelerate launch (just this one without it), gathered through torch.distributed.
+
+    `local_index` is this process's index on its machine (0: the machine's first process). Made after the trainer's
+    arguments (TrainingArguments sets accelerate's state up; made before, the state may not see the launch)."""
 
     def __init__(self) -> None:
         from accelerate import PartialState
@@ -87,6 +91,7 @@ class AccelerateProcesses:
         self._state = PartialState()
         self.index: int = self._state.process_index
         self.count: int = self._state.num_processes
+        self.local_index: int = self._state.local_process_index
 
     def gather(self, value: Any) -> list[Any]:
         if self.count == 1:
@@ -100,6 +105,14 @@ class AccelerateProcesses:
             with torch.cuda.device(device):
                 return gather_object([value])
         return gather_object([value])
+
+
+class PhaseError(Exception):
+    """An unexpected exception (not a failed call) in one phase of scoring a group; its cause is the exception."""
+
+    def __init__(self, phase: str):
+        super().__init__(phase)
+        self.phase = phase
 
 
 class TeacherAnswers(Protocol):
@@ -126,7 +139,7 @@ class GroupRun:
     rollouts: list[str] = field(default_factory=list)
     rubric: Rubric | None = None  # the rubric as induced or reused, also when judging then failed
     verdicts: list[Verdict] = field(default_factory=list)  # the judge's own verdicts, evidence fields included
-    truncated: list[bool] = field(default_factory=list)  # per rollout: cut off at max_completion_length
+    truncated: list[bool] = field(default_factory=list)  # per rollout: cut off (no end token, or a tool call left unanswered)
 
 
 def group_indices(ids: list[str]) -> dict[str, list[int]]:
@@ -179,6 +192,7 @@ class RubricReward:
         self._usage_seen: dict[str, Usage] = {}
         self._processes = processes
         self._usage_total: dict[str, Usage] | None = None  # usage summed over every process, as of the last call
+        self.end_token_ids: set[int] | None = None  # the trainer's end tokens (set by `ropd train`): see _truncated
 
     @property
     def processes(self) -> Processes:
@@ -202,33 +216,68 @@ class RubricReward:
         processes = self.processes
         if not completions and processes.count == 1:
             return []
+        failure, error = None, None
+        try:
+            local = self._local_items(prompts, completions, completion_ids, columns)
+        except Exception as exc:
+            local, failure, error = [], Failure.of(exc, "reading the completions", processes.index), exc
+        # Every process's rollouts, in TRL's process order (how it gathers rewards), so no group is seen in part.
+        parts = exchange(processes, local, failure, error)
+        offset, count = sum(len(part) for part in parts[: processes.index]), len(completions)
+        runs = await self._score_shared([item for part in parts for item in part], step)
+        rewards: list[float | None] = []
+        failure, error = None, None
+        try:
+            rewards = self._finish(runs, step, trainer_state, log_metric, log_extra, offset, count)
+        except Exception as exc:
+            failure, error = Failure.of(exc, "logging the rewards", processes.index), exc
+        if processes.count > 1 or error is not None:  # no process leaves for TRL's next collective while one failed
+            exchange(processes, None, failure, error)
+        return rewards
+
+    def _local_items(self, prompts: list[Any], completions: list[Any], completion_ids: Any, columns: dict[str, Any]) -> list[tuple]:
+        """This process's rollouts as (prompt id, prompt, text, reference answer, cut off), for the exchange."""
         ids = [str(i) for i in columns["id"]] if columns.get("id") is not None else [prompt_id(p) for p in prompts]
         texts = [tool_rollout_text(c, completion_text) for c in completions]  # a tool trajectory whole, marked
         references = columns.get("answer") or [None] * len(texts)
-        cut = self._truncated(completion_ids, len(texts))
-        # Every process's rollouts, in TRL's process order (how it gathers rewards), so no group is seen in part.
-        parts = processes.gather(list(zip(ids, prompts, texts, references, cut, strict=True)))
-        offset, count = sum(len(part) for part in parts[: processes.index]), len(texts)
-        batch = [item for part in parts for item in part]
-        every_text = [item[2] for item in batch]
+        cut = self._truncated(completions, completion_ids)
+        return list(zip(ids, prompts, texts, references, cut, strict=True))
+
+    async def _score_shared(self, batch: list[tuple], step: int) -> list[GroupRun]:
+        """This process's share of the batch's groups scored; every group's outcome, on every process (`_share`)."""
+        processes = self.processes
         groups = list(group_indices([item[0] for item in batch]).items())
         mine = groups[processes.index :: processes.count]  # each group is scored once, by one process
-        scored = await asyncio.gather(
-            *(
-                self.score_group(
-                    self._row(pid, batch[indices[0]][1]), [every_text[i] for i in indices], step, indices, [batch[i][4] for i in indices]
-                )
-                for pid, indices in mine
-            )
-        )
-        for run in scored:
-            self._check_against_reference(run, [every_text[i] for i in run.indices], batch[run.indices[0]][3])
-        runs = self._share(list(scored), step)
+        outcomes = await asyncio.gather(*(self._score_batch_group(batch, indices, step) for _, indices in mine))
+        scored = [run for run in outcomes if isinstance(run, GroupRun)]
+        failed = [pair for pair in outcomes if not isinstance(pair, GroupRun)]
+        failure, error = min(failed, key=lambda pair: pair[0].at) if failed else (None, None)
+        return self._share(scored, step, failure, error)
+
+    async def _score_batch_group(self, batch: list[tuple], indices: list[int], step: int) -> GroupRun | tuple[Failure, Exception]:
+        """One group of the gathered batch scored, or the failure it raised (never raised here: every process must go on
+        to the next exchange)."""
+        pid, prompt, _, reference, _ = batch[indices[0]]
+        texts = [batch[i][2] for i in indices]
+        phase = "rubric or verdicts"
+        try:
+            run = await self.score_group(self._row(pid, prompt), texts, step, indices, [batch[i][4] for i in indices])
+            phase = "reference check"
+            self._check_against_reference(run, texts, reference)
+        except PhaseError as exc:
+            cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+            return Failure.of(cause, f"scoring prompt '{pid}' ({exc.phase})", self.processes.index), cause
+        except Exception as exc:
+            return Failure.of(exc, f"scoring prompt '{pid}' ({phase})", self.processes.index), exc
+        return run
+
+    def _finish(self, runs: list[GroupRun], step: int, trainer_state: Any, log_metric: Any, log_extra: Any, offset: int, count: int):
+        """This process's rewards from every group's outcome; tallies, groups.jsonl (process 0) and metrics logged."""
         rewards: list[float | None] = _mine(runs, lambda run: run.score.rewards, offset, count)
         self.last_runs = runs
         self.last_group_scores = [run.score for run in runs]
         self._tally(runs)
-        if self.groups_log is not None and processes.index == 0:  # every process holds every group: one writes them
+        if self.groups_log is not None and self.processes.index == 0:  # every process holds every group: one writes them
             self._log_groups(runs, step + 1 if trainer_state is not None else self._calls)  # the step metrics.jsonl logs
         if log_metric is not None:
             for name, value in self.metrics(runs).items():
@@ -237,16 +286,17 @@ class RubricReward:
             log_extra("judge_final_answer", _mine(runs, lambda run: run.final_answers, offset, count))
         return rewards
 
-    def _share(self, scored: list[GroupRun], step: int) -> list[GroupRun]:
+    def _share(self, scored: list[GroupRun], step: int, failure: Failure | None = None, error: Exception | None = None) -> list[GroupRun]:
         """Every process's scored groups, in batch order, on every process; the rubrics induced this step enter every
-        process's store (so reuse does not depend on which process scores a group), and usage is summed over processes."""
+        process's store (so reuse does not depend on which process scores a group), and usage is summed over processes.
+        A failure on any process (`failure`: this one's) raises ProcessFailureError on all of them."""
         induced = {
             run.score.prompt_id: rubric
             for run in scored
             if run.failed_phase in (None, "judge") and not run.rubric_reused and (rubric := self.store.get(run.score.prompt_id, step))
         }
         usage = {role: u.model_copy() for role, u in self._local_usage().items()}
-        parts = self.processes.gather((scored, induced, usage))
+        parts = exchange(self.processes, (scored, induced, usage), failure, error)
         if len(parts) == 1:
             return scored
         total: dict[str, Usage] = {}
@@ -286,19 +336,27 @@ class RubricReward:
         run.correct = [is_correct(text, reference, task, metadata) for text in rollouts]
         run.teacher_correct = [is_correct(text, reference, task, metadata) for text in run.teacher_answers]
 
-    def _truncated(self, completion_ids: list[list[int]] | None, count: int) -> list[bool]:
-        """Per completion: did it reach max_completion_length tokens? (By length alone: TRL's mask_truncated_completions
-        asks instead whether the last token is an end token; the two differ only for an end token exactly at the limit.)"""
-        if completion_ids is None:
-            return [False] * count
-        limit = self.config.training.max_completion_length
-        return [len(ids) >= limit for ids in completion_ids]
+    def _truncated(self, completions: list[Any], completion_ids: list[list[int]] | None) -> list[bool]:
+        """Per completion: was it cut off? As TRL's mask_truncated_completions sees it, a completion is cut off when its
+        last token is not an end token (`end_token_ids`: the trainer's end-of-sequence ids and pad token; unset, when it
+        reached max_completion_length tokens). A tool rollout that ends on a tool call left unanswered (its output
+        would pass the length limit, or the rounds ran out) never answered either, whatever its last token."""
+        token_ids: list[list[int] | None] = list(completion_ids) if completion_ids is not None else [None] * len(completions)
+        return [
+            (ids is not None and self._cut_off(ids)) or ends_on_pending_tool_call(completion)
+            for ids, completion in zip(token_ids, completions, strict=True)
+        ]
+
+    def _cut_off(self, ids: list[int]) -> bool:
+        if self.end_token_ids is None:
+            return len(ids) >= self.config.training.max_completion_length
+        return not ids or ids[-1] not in self.end_token_ids
 
     async def score_group(
         self, row: PromptRow, rollouts: list[str], step: int, indices: list[int] | None = None, truncated: list[bool] | None = None
     ) -> GroupRun:
         """Teacher answers -> rubric (induced or reused) -> verdicts for one prompt group (ropd.scoring.score_group);
-        with training.truncated_reward set, rollouts cut off at the length limit get that reward instead.
+        with training.truncated_reward set, rollouts cut off (see _truncated) get that reward instead.
         With judge.model 'oracle', the analysis-only oracle decides instead (`oracle_group`)."""
         run = GroupRun(score=GroupScore(prompt_id=row.id), indices=indices if indices is not None else list(range(len(rollouts))))
         run.question, run.rollouts = row.question, list(rollouts)
@@ -314,6 +372,8 @@ class RubricReward:
                 raise TeacherError(f"no usable teacher answer for prompt '{row.id}' (all empty after the last </think>)")
         except (LLMError, TeacherError) as exc:
             return self._failed(run, "teacher", str(exc))
+        except Exception as exc:  # not a failed call: a bug or a broken cache, which stops the run (PhaseError)
+            raise PhaseError("teacher answers") from exc
         run.teacher_answers = references
         reused = self.store.get(row.id, step)
         outcome = await score_group(
@@ -369,7 +429,7 @@ class RubricReward:
         return run
 
     def _with_truncated_reward(self, rewards: list[float], truncated: list[bool]) -> list[float]:
-        """The rubric rewards, with training.truncated_reward (when set) for the rollouts cut off at the length limit."""
+        """The rubric rewards, with training.truncated_reward (when set) for the rollouts cut off (see _truncated)."""
         value = self.config.training.truncated_reward
         return [value if value is not None and cut else reward for reward, cut in zip(rewards, truncated, strict=True)]
 
@@ -454,6 +514,14 @@ class RubricReward:
         if isinstance(teacher_usage, Usage):
             usages = {"teacher": teacher_usage, **usages}
         return usages
+
+
+def ends_on_pending_tool_call(completion: Any) -> bool:
+    """Whether a chat completion's last message is an assistant tool call that got no tool output after it."""
+    if not isinstance(completion, list) or not completion or not isinstance(completion[-1], dict):
+        return False
+    last = completion[-1]
+    return last.get("role", "assistant") == "assistant" and bool(last.get("tool_calls"))
 
 
 def _mine(runs: list[GroupRun], values: Any, offset: int, count: int) -> list[Any]:
@@ -589,17 +657,36 @@ def judge_endpoint_for(config: RunConfig, base_url: str | None) -> tuple[Endpoin
     return endpoint.model_copy(update={"base_url": base_url}), identity
 
 
-def serve_local_models(config: RunConfig, stack: ExitStack) -> dict[str, str]:
+def serve_local_models(config: RunConfig, stack: ExitStack, processes: Processes | None = None) -> dict[str, str]:
     """Start one loopback server per local model the run talks to; return {"teacher"/"judge": base URL}.
 
+    With several processes (`processes`), only the first process of each machine starts them, and every other process
+    on that machine gets their URLs (a loopback server serves its own machine): one server per model per machine,
+    stopped when the first process's run stops. A server that fails to start stops every process with its error.
     The config is left as it is: clients get these URLs with the model name as cache identity, since
     a local server's port changes from run to run.
     """
     if not uses_rubric_reward(config) or config.judge.model == ORACLE:  # the oracle calls no model
         return {}
+    processes = processes or OneProcess()
+    urls: dict[str, str] = {}
+    failure, error = None, None
+    if processes.local_index == 0:
+        try:
+            urls = _start_local_servers(config, stack)
+        except Exception as exc:
+            failure, error = Failure.of(exc, "starting the local servers", processes.index), exc
+    if processes.count == 1 and error is None:
+        return urls
+    shared = exchange(processes, urls, failure, error)
+    return shared[processes.index - processes.local_index]  # what this machine's first process started
+
+
+def _start_local_servers(config: RunConfig, stack: ExitStack) -> dict[str, str]:
+    """The loopback servers of this process: one per local model (the first role to ask picks its settings)."""
     served: dict[str, str] = {}
 
-    def url_for(endpoint: EndpointConfig) -> str:  # one server per model: the first role to ask picks its settings
+    def url_for(endpoint: EndpointConfig) -> str:
         model = endpoint.model
         if model not in served:
             from ropd.serve import local_server  # looked up when called, as in ropd.teacher

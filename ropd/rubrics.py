@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ropd.answers import answers_match, extract_final_answer, is_correct
+from ropd.answers import answers_match, extract_final_answer, is_correct, numeric_answers
 from ropd.config import JudgeConfig
 from ropd.prompts import RUBRIC_VARIABLES, boundary_code, load_template
 from ropd.targets import TARGET_MAX_CHARS
@@ -144,10 +144,15 @@ async def induce_rubric(
 def consensus_answer(teacher_answers: list[str]) -> str | None:
     """The final answer more than half of the teacher answers give (compared as numbers or mathematics), else None.
 
-    None also when there are no teacher answers; with one teacher answer, its final answer.
+    None also when there are no teacher answers, or when fewer than half of them give a final answer: a last number is
+    read as one only when the answers look numeric (`numeric_answers`), so open-ended answers yield no spurious
+    consensus. With one teacher answer, its final answer.
     """
-    finals = [extract_final_answer(a) for a in teacher_answers]
+    numeric = numeric_answers(teacher_answers)
+    finals = [extract_final_answer(a, numeric=numeric) for a in teacher_answers]
     given = [f for f in finals if f is not None]
+    if 2 * len(given) < len(teacher_answers):
+        return None
     for candidate in given:
         if 2 * sum(answers_match(other, candidate) for other in given) > len(teacher_answers):
             return candidate

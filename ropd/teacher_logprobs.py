@@ -8,7 +8,9 @@ log-probability of the token that is there. vLLM's OpenAI-compatible server (`vl
 server that does not gets `TeacherLogprobsError` saying so, at the start of the run (`check`).
 
 A server returns no full distribution, so the signal is the sampled token's: s_t = log p_T(y_t) - log p_S(y_t),
-the sampled-token estimate of the reverse KL that server-based on-policy distillation uses (see `ropd.opd`).
+the sampled-token estimate of the reverse KL that server-based on-policy distillation uses (see `ropd.opd`). Those
+values are at temperature 1 and cannot be rescaled without the full distribution, so a run sampling at another
+temperature is refused (`check_temperature`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,19 @@ from ropd.transport import PLACEHOLDER_KEY
 
 class TeacherLogprobsError(RuntimeError):
     """A teacher server that cannot give the log-probabilities of given tokens; the message says what to run instead."""
+
+
+def check_temperature(temperature: float) -> None:
+    """Refuse a sampling temperature other than 1 with a served teacher: the student's and a loaded teacher's
+    log-probabilities are those of logits / temperature, and a server returns the sampled token's log-probability at
+    temperature 1 without the whole distribution it would take to rescale it, so the two would not compare."""
+    if temperature != 1.0:
+        raise TeacherLogprobsError(
+            f"training.temperature is {temperature}, but a served teacher's log-probabilities are at temperature 1 and cannot "
+            f"be rescaled (the server returns no full distribution), while the student's are taken at {temperature}: the "
+            f"teacher signal would be off. Set training.temperature to 1 (--temperature 1), or drop --teacher-base-url to "
+            f"load the teacher beside the student, whose logits are divided by the temperature like the student's."
+        )
 
 
 class ServedTeacherLogprobs:

@@ -7,7 +7,7 @@ One path for every method:
   sod   step-weighted teacher signal on top of a sequence advantage (ropd.opd)
 
 Local teachers and judges (packaged models, paths, Hub ids) are served on loopback for the
-duration of the run; API models are called where they live.
+duration of the run, one server per model per machine however many processes it runs; API models are called where they live.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -25,10 +25,11 @@ from trl import GRPOConfig
 from ropd.answers import outcome_reward
 from ropd.config import ConfigError, RunConfig, dump_config
 from ropd.data import check_prompt_lengths, load_prompts, to_dataset
+from ropd.distributed import ProcessFailureError
 from ropd.models import base_model_name, is_local, load_model, load_tokenizer, local_path, pick_dtype
 from ropd.opd import build_white_box_trainer, check_same_vocabulary
-from ropd.reward import build_rubric_reward, check_templates, serve_local_models, uses_rubric_reward
-from ropd.teacher_logprobs import ServedTeacherLogprobs, TeacherLogprobsError
+from ropd.reward import AccelerateProcesses, build_rubric_reward, check_templates, serve_local_models, uses_rubric_reward
+from ropd.teacher_logprobs import ServedTeacherLogprobs, TeacherLogprobsError, check_temperature
 from ropd.tools import Toolbox, build_toolbox, chat_template_text
 from ropd.trainers import CHECKPOINT_PREFIX, FailureGuard, StepLog, TimedGRPOTrainer, console
 
@@ -192,8 +193,9 @@ def train(config: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
     cache = ResultCache(config.output.cache or out / "cache.sqlite")
     started = time.perf_counter()
     teacher = white_box_teacher(config, tokenizer) if config.method.name in ("opd", "sod") else None
-    with ExitStack() as stack:
-        urls = serve_local_models(config, stack)
+    grpo_args(config)  # sets accelerate's process state up as the trainer will, before the processes share servers
+    with ExitStack() as stack, process_failures_stop_the_run():
+        urls = serve_local_models(config, stack, AccelerateProcesses())
         model = load_model(config.student.model, config.student.dtype, config.models)
         rewards = reward_functions(config, prompts, cache, urls)
         trainer = build_trainer(config, model, tokenizer, to_dataset(prompts), rewards, teacher, toolbox)
@@ -202,6 +204,7 @@ def train(config: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
         trainer.add_callback(guard)
         for callback in callbacks:
             trainer.add_callback(callback)
+        mark_end_tokens(trainer, tokenizer, rewards)
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         if guard.error is not None:
             write_usage(rewards, out / "usage.json")
@@ -213,6 +216,24 @@ def train(config: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
     write_usage(rewards, out / "usage.json")
     print_run_summary(rewards, time.perf_counter() - started, final)
     return final
+
+
+@contextmanager
+def process_failures_stop_the_run() -> Iterator[None]:
+    """A failure on any process of the run (ropd.distributed), raised on every process alike, as a TrainingError."""
+    try:
+        yield
+    except ProcessFailureError as exc:
+        raise TrainingError(f"training stopped: {exc}") from exc
+
+
+def mark_end_tokens(trainer, tokenizer, rewards: list) -> None:
+    """Give the rubric reward the tokens that end a completion as TRL counts them (its end-of-sequence ids and the pad
+    token, as in mask_truncated_completions), so a rollout is cut off when its last token is none of them."""
+    ends = {*getattr(trainer, "eos_token_ids", [tokenizer.eos_token_id]), tokenizer.pad_token_id} - {None}
+    for reward in rewards:
+        if hasattr(reward, "end_token_ids"):
+            reward.end_token_ids = ends
 
 
 def save_model_card(trainer, out: Path, final: Path) -> None:
@@ -239,6 +260,7 @@ def white_box_teacher(config: RunConfig, student_tokenizer):
         check_same_vocabulary(student_tokenizer, load_tokenizer(tokenizer, config.models), name)
         served = ServedTeacherLogprobs(teacher)
         try:
+            check_temperature(config.training.temperature)
             served.check()
         except TeacherLogprobsError as exc:
             raise TrainingError(str(exc)) from None

@@ -51,3 +51,22 @@ def test_completion_text_keeps_only_assistant_turns_and_never_raises():
     assert completion_text(multi) == "call\ndone"
     assert completion_text([{"role": "tool", "content": "out"}]) == ""  # no assistant turn: no text
     assert completion_text([{"role": "assistant", "content": None}, {"role": "assistant", "content": 7}]) == "\n7"
+
+
+def test_a_text_that_marks_no_answer_has_none_unless_the_task_is_numeric():
+    essay = "Take 5 mg twice daily with food. See a doctor if it persists."
+    assert extract_final_answer(essay) == "5"  # a numeric task: its last number
+    assert extract_final_answer(essay, numeric=False) is None
+    assert extract_final_answer("The answer is rest.", numeric=False) == "rest"  # a marked answer stays
+    assert not is_correct(essay, "rest and fluids")  # a text reference: no number guessed
+    assert is_correct("6*7 makes 42 in all", "42")
+
+
+def test_open_ended_teacher_answers_give_no_spurious_consensus():
+    from ropd.rubrics import consensus_answer
+
+    essays = ["Rest for 3 days and drink fluids. See a doctor if it persists.", "About 3 days of rest help. Drink a lot of water."]
+    assert consensus_answer(essays) is None  # before: both "3", a consensus about nothing the question asked
+    assert consensus_answer(["6*7 = 42 because", "It is **42**", "I think 42."]) == "42"  # numeric: last numbers count
+    unsure = "Hard to tell.\nIt depends."  # several lines, no marked answer: no final answer
+    assert consensus_answer(["The answer is 7", "The answer is 7", unsure, unsure, unsure]) is None  # 2 of 5 give one

@@ -121,3 +121,10 @@ def test_max_prompts_and_system_prompt():
 def test_hub_dataset_offline_error():
     with pytest.raises(DataError, match="Offline, pass a local file"):
         load_prompts("someone/surely-not-cached-dataset")
+
+
+def test_a_verl_row_gives_its_ground_truth_as_the_answer(tmp_path):
+    # verl's row format, as DAPO-Math-17k ships it: the reference answer sits in reward_model.ground_truth.
+    row = {"prompt": [{"role": "user", "content": "6*7?"}], "reward_model": {"ground_truth": "42", "style": "rule"}}
+    path = write_jsonl(tmp_path / "verl.jsonl", [row, {**row, "id": "b", "answer": "41"}])
+    assert [r.answer for r in load_prompts(str(path))] == ["42", "41"]  # an explicit answer column wins

@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,6 +25,7 @@ import pytest
 from scripted_pipeline import Scripted
 
 from ropd.config import PUBLISHED_JUDGE, RunConfig
+from ropd.distributed import ProcessFailureError
 from ropd.reward import RubricReward
 from ropd.teacher import TeacherPool
 from ropd.testing.judge_scripts import blocks, contains_rule, is_judge_request, judge_reply, rubric_json, scripted_client, user_text
@@ -42,6 +45,7 @@ class ThreadProcesses:
 
     def __init__(self, index: int, shared: dict):
         self.index, self.count, self.shared = index, shared["count"], shared
+        self.local_index = index
 
     def gather(self, value):
         self.shared["slots"][self.index] = value
@@ -49,6 +53,21 @@ class ThreadProcesses:
         out = list(self.shared["slots"])
         self.shared["barrier"].wait()
         return out
+
+
+def thread_rewards(config: RunConfig, server: ScriptedServer, shared: dict) -> list[RubricReward]:
+    """One rubric reward per thread-process, all talking to the scripted teacher, rubricator and judge."""
+    return [
+        RubricReward(
+            config,
+            TeacherPool(scripted_client(server, "teacher"), num_answers=1),
+            scripted_client(server, "rubricator"),
+            scripted_client(server, "judge"),
+            PROMPTS,
+            processes=ThreadProcesses(rank, shared),
+        )
+        for rank in range(shared["count"])
+    ]
 
 
 def respond(body):
@@ -67,20 +86,11 @@ def test_a_group_split_across_processes_is_scored_once_whole_and_every_process_g
     local = [(ids[:3], texts[:3]), (ids[3:], texts[3:])]
     shared = {"count": 2, "barrier": threading.Barrier(2, timeout=60), "slots": [None, None]}
     results: dict[int, tuple] = {}
-    judge = {**PUBLISHED_JUDGE, "rubric_refresh": "prompt"}  # one judge call per group, rewards from its booleans only
+    # One judge call per group holding its rollouts only (teacher answers not judged), rewards from its booleans only.
+    judge = {**PUBLISHED_JUDGE, "rubric_refresh": "prompt", "score_teacher_answers": "off"}
     config = RunConfig.model_validate({"training": {"num_generations": 2}, "judge": judge})
     with ScriptedServer(respond) as server:
-        rewards = [
-            RubricReward(
-                config,
-                TeacherPool(scripted_client(server, "teacher"), num_answers=1),
-                scripted_client(server, "rubricator"),
-                scripted_client(server, "judge"),
-                PROMPTS,
-                processes=ThreadProcesses(rank, shared),
-            )
-            for rank in range(2)
-        ]
+        rewards = thread_rewards(config, server, shared)
 
         def run(rank: int, step: int) -> None:
             metrics: dict[str, float] = {}
@@ -129,19 +139,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def launch(tmp_path: Path, base_url: str, *extra: str) -> subprocess.CompletedProcess:
+    """tests/distributed_groups.py on two CPU processes (gloo) under accelerate, also on a machine with GPUs."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))  # this checkout's ropd
+    command = [
+        *(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"),
+        *("--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())),
+        *(str(REPO / "tests" / "distributed_groups.py"), "--base-url", base_url, "--out", str(tmp_path), *extra),
+    ]
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
+
+
 @pytest.mark.slow
 def test_two_processes_under_accelerate_score_each_split_group_once(tmp_path):
     scripted = Scripted()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env["CUDA_VISIBLE_DEVICES"] = ""  # two CPU processes (gloo), also on a machine with GPUs
     with ScriptedServer(scripted) as server:
-        command = [
-            *(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"),
-            *("--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())),
-            *(str(REPO / "tests" / "distributed_groups.py"), "--base-url", server.base_url, "--out", str(tmp_path)),
-        ]
-        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
+        done = launch(tmp_path, server.base_url)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    assert_each_group_scored_once(tmp_path, scripted)
+
+
+def assert_each_group_scored_once(tmp_path: Path, scripted: Scripted) -> None:
+    """What tests/distributed_groups.py recorded shows every group scored once, whole, and its rewards on both processes."""
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     # Two steps of one prompt x 4 rollouts, each process holding 2 of them: one rubric and one judge call per group.
     assert [len(calls) for calls in ranks] == [2, 2]
@@ -154,3 +175,106 @@ def test_two_processes_under_accelerate_score_each_split_group_once(tmp_path):
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in metrics if "rubric/partial_group_rate" in m]
     assert len(steps) == 2 and all(m["rubric/partial_group_rate"] == 0.0 for m in steps)
+
+
+@pytest.mark.slow
+def test_an_exception_on_one_process_stops_both_within_seconds_with_its_message_and_phase(tmp_path):
+    # Process 0 scores the step's one group and its teacher answers raise; process 1 waits for the outcome meanwhile.
+    with ScriptedServer(Scripted()) as server:
+        done = launch(tmp_path, server.base_url, "--fail-rank", "0")
+        stopped = time.time()
+    assert done.returncode != 0
+    injected = json.loads((tmp_path / "injected.json").read_text())["at"]
+    errors = {rank: json.loads((tmp_path / f"rank{rank}.error.json").read_text()) for rank in (0, 1)}  # both stopped by it
+    expected = "process 0 of 2 failed while scoring prompt '"
+    for error in errors.values():
+        assert expected in error["error"] and "(teacher answers): RuntimeError: injected: the teacher answer cache" in error["error"]
+        assert error["at"] - injected < 10
+    assert stopped - injected < 60
+
+
+def raised_in_threads(work, count: int = 2) -> dict[int, BaseException]:
+    """Run work(rank) on `count` threads standing in for processes; what each raised. None may still be waiting."""
+    raised: dict[int, BaseException] = {}
+
+    def run(rank: int) -> None:
+        try:
+            work(rank)
+        except BaseException as exc:
+            raised[rank] = exc
+
+    threads = [threading.Thread(target=run, args=(rank,), daemon=True) for rank in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    return raised
+
+
+def test_a_failure_on_one_process_raises_on_every_process_in_every_phase():
+    """Process 1 breaks while reading its completions (a short completion_ids list), then process 0's teacher answers
+    raise: each time both processes raise the same error, naming the process and the phase, and none waits."""
+    shared = {"count": 2, "barrier": threading.Barrier(2, timeout=30), "slots": [None, None]}
+    config = RunConfig.model_validate({"training": {"num_generations": 2}, "judge": PUBLISHED_JUDGE})
+    with ScriptedServer(respond) as server:
+        rewards = thread_rewards(config, server, shared)
+
+        def both(completion_ids: list[list[list[int]]]) -> dict[int, BaseException]:
+            prompts = [[m.model_dump() for m in PROMPTS["a"].prompt]]
+            return raised_in_threads(
+                lambda rank: asyncio.run(rewards[rank](prompts=prompts, completions=["42"], completion_ids=completion_ids[rank], id=["a"]))
+            )
+
+        raised = both([[[1]], []])
+        assert {rank: str(exc).split(":")[0] for rank, exc in raised.items()} == {
+            rank: "process 1 of 2 failed while reading the completions" for rank in (0, 1)
+        }
+        assert all(isinstance(exc, ProcessFailureError) for exc in raised.values())
+        assert "ValueError" in str(raised[0]) and isinstance(raised[1].__cause__, ValueError)
+
+        async def broken(self, row):
+            raise RuntimeError("the cache is unreadable")
+
+        rewards[0].teacher.answers = types.MethodType(broken, rewards[0].teacher)  # process 0 scores the one group
+        raised = both([[[1]], [[1]]])
+        expected = "process 0 of 2 failed while scoring prompt 'a' (teacher answers): RuntimeError: the cache is unreadable"
+        assert [str(raised[rank]) for rank in (0, 1)] == [expected, expected]
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_local_teacher_server_and_score_every_group_once(tmp_path):
+    from ropd.serve import ServeError, llama_server_binary
+
+    try:
+        llama_server_binary()
+    except ServeError as exc:
+        pytest.skip(f"llama.cpp's server is not built here: {exc}")
+    scripted = Scripted()  # rubricator and judge; the teacher is the tiny random model behind ropd's own llama-server
+    with ScriptedServer(scripted) as server:
+        done = launch(tmp_path, server.base_url, "--local-teacher")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    assert scripted.answered["teacher"] == []  # the teacher answers came from the local server
+    assert_each_group_scored_once(tmp_path, scripted)
+    counts = [json.loads((tmp_path / f"rank{rank}.servers.json").read_text()) for rank in (0, 1)]
+    assert counts == [[1, 1], [1, 1]]  # at each step of either process, the launch ran one llama-server
+    assert [p.name for p in (tmp_path / "run").glob("serve-*.log")] == ["serve-tiny-random-teacher.log"]
+
+
+def test_a_local_server_that_fails_to_start_stops_every_process_with_its_error(tmp_path):
+    """Only the machine's first process starts the servers; when that fails, the others get its error, not a wait."""
+    from contextlib import ExitStack
+
+    from ropd.reward import serve_local_models
+
+    shared = {"count": 2, "barrier": threading.Barrier(2, timeout=30), "slots": [None, None]}
+    teacher = {"model": "smollm2-135m", "serve_engine": "vllm"}  # a packaged GGUF file, which vLLM cannot serve
+    config = RunConfig.model_validate({"teacher": teacher, "output": {"dir": str(tmp_path)}})
+
+    def run(rank: int) -> None:
+        with ExitStack() as stack:
+            serve_local_models(config, stack, ThreadProcesses(rank, shared))
+
+    raised = raised_in_threads(run)
+    expected = "process 0 of 2 failed while starting the local servers: ServeError: 'smollm2-135m' is a GGUF model"
+    assert [str(raised[rank])[: len(expected)] for rank in (0, 1)] == [expected, expected]

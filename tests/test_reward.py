@@ -413,3 +413,35 @@ def test_a_rollout_cut_off_at_the_length_limit_gets_truncated_reward_when_set(tm
     assert metrics["rubric/reward_mean"] == pytest.approx(sum(judged) / 4)
     record = json.loads(reward.groups_log.read_text())
     assert record["truncated"] == [True, False, True, False] and record["rewards"] == pytest.approx(judged)
+
+
+def test_cut_off_means_no_end_token_as_trl_counts_it_not_the_length_alone(tmp_path):
+    # End token 2: the first ends with it exactly at the 3-token limit (finished), the second reached the limit without
+    # it, the third stopped short of the limit without it (as a tool rollout whose tool output would not fit), the last
+    # ended with it early.
+    completion_ids = [[5, 6, 2], [5, 6, 7], [5, 6], [5, 2]]
+    with ScriptedServer(handler()) as server:
+        reward = make_reward(server, score_teacher=False, training={"max_completion_length": 3, "truncated_reward": -1.0})
+        reward.end_token_ids = {2, 0}
+        reward.groups_log = tmp_path / "groups.jsonl"
+        rewards, metrics, _ = call(reward, ["p1"] * 4, ROLLOUTS, completion_ids=completion_ids)
+    assert json.loads(reward.groups_log.read_text())["truncated"] == [False, True, True, False]
+    assert rewards == pytest.approx([EXPECTED[0], -1.0, -1.0, EXPECTED[3]])
+    assert metrics["rubric/truncated_rate"] == 0.5
+
+
+def test_a_tool_rollout_that_ends_on_an_unanswered_tool_call_counts_as_unanswered():
+    call_python = {"type": "function", "function": {"name": "python", "arguments": {"code": "print(6*7)"}}}
+    answered = [
+        {"role": "assistant", "content": "", "tool_calls": [call_python]},
+        {"role": "tool", "name": "python", "content": "42"},
+        {"role": "assistant", "content": "It is 42 because 6*7 = 42. **42**"},
+    ]
+    pending = [*answered[:2], {"role": "assistant", "content": "It is 42 because", "tool_calls": [call_python]}]
+    with ScriptedServer(handler()) as server:
+        reward = make_reward(server, num_generations=2, score_teacher=False, training={"truncated_reward": 0.0})
+        reward.end_token_ids = {2}
+        prompts = [[m.model_dump() for m in PROMPTS["p1"].prompt]] * 2
+        rewards = asyncio.run(reward(prompts=prompts, completions=[answered, pending], completion_ids=[[7, 2], [7, 2]], id=["p1"] * 2))
+    assert reward.last_runs[0].truncated == [False, True]  # both ended with the end token; the second never got its output
+    assert rewards[1] == 0.0 and rewards[0] > 0.0

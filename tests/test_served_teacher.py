@@ -14,11 +14,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from ropd.config import EndpointConfig, load_config
-from ropd.models import load_model
-from ropd.opd import VocabularyMismatchError
+from ropd.answers import outcome_reward
+from ropd.config import EndpointConfig, MethodConfig, load_config
+from ropd.models import load_model, load_tokenizer
+from ropd.opd import VocabularyMismatchError, build_white_box_trainer
 from ropd.teacher_logprobs import ServedTeacherLogprobs, TeacherLogprobsError
-from ropd.training import TrainingError, train
+from ropd.training import TrainingError, grpo_args, train
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -151,3 +152,24 @@ def test_llama_cpp_serves_no_prompt_log_probabilities_and_says_so(tmp_path):
             client.check()
     finally:
         server.__exit__(None, None, None)
+
+
+def test_a_sampling_temperature_other_than_1_is_refused_before_any_request(tmp_path):
+    # A server's log-probabilities are at temperature 1 and cannot be rescaled to the student's (no full distribution).
+    with ScoringServer() as server:
+        with pytest.raises(TrainingError, match=r"training\.temperature is 0\.7.*cannot be rescaled.*--temperature 1"):
+            train(served_config(tmp_path, server.base_url, "opd", **{"training.temperature": 0.7}))
+        assert server.requests == []
+        args = grpo_args(served_config(tmp_path, server.base_url, "sod", **{"training.temperature": 1.5}))
+        served = ServedTeacherLogprobs(EndpointConfig(model="teacher", base_url=server.base_url))
+        with pytest.raises(TeacherLogprobsError, match=r"training\.temperature is 1\.5"):
+            build_white_box_trainer(
+                "sod",
+                model=load_model("tiny-random"),
+                teacher_logprobs=served,
+                processing_class=load_tokenizer("tiny-random"),
+                args=args,
+                train_dataset=None,
+                reward_funcs=[outcome_reward],
+                method_config=MethodConfig(),
+            )

@@ -104,6 +104,7 @@ def test_scripted_verdicts_drive_the_update_and_resume(tmp_path):
             assert m["reward"] == pytest.approx(sum(calls[0] + calls[1]) / 6, abs=1e-5)
             assert m["rubric/group_failure_rate"] == 0.0
             assert {"time/sample", "time/teacher", "time/rubric", "time/judge", "time/update"} <= m.keys()
+            assert m["rubric/truncated_rate"] == m["completions/clipped_ratio"]  # cut off as TRL counts it: no end token
         # The weights moved.
         before, after = load_model("tiny-random"), load_model(str(final))
         assert any(not torch.equal(p, q) for p, q in zip(before.parameters(), after.parameters(), strict=True))
