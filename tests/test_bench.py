@@ -157,6 +157,7 @@ def test_ratio_when_rubric_opd_never_gets_there_or_logit_opd_never_improves():
 def test_only_rubric_arms_name_the_judge(tmp_path):
     """Changing the bench's judge reruns the rubric arm only: a finished opd arm keeps its fingerprint."""
     data = bench_data("http://127.0.0.1:9/v1", tmp_path)
+    data["methods"] = ["ropd", "opd", "sod", "grpo"]
     data["base"]["method"] = {"sequence_reward": "outcome"}
     other = {**data, "judge": "another-judge"}
     first, second = BenchConfig.model_validate(data), BenchConfig.model_validate(other)
@@ -239,12 +240,12 @@ def test_cli_exits_2_on_a_bad_bench_config(tmp_path):
     assert "field 'base': Field required" in result.stderr and "field 'eval'" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["bench-cpu.yaml", "bench-gpu.yaml"])
+@pytest.mark.parametrize("name", ["bench-cpu.yaml", "bench-gpu.yaml", "bench-cpu-powered.yaml"])
 def test_shipped_bench_configs_load(name):
     from ropd.config import PACKAGE_ROOT
 
     bench = load_bench_config(PACKAGE_ROOT / "experiments" / name)
-    assert {"ropd", "opd"} <= set(bench.methods)
+    assert {"ropd", "opd"} <= {spec.method for spec in bench.arms.values()}
 
 
 def test_make_teacher_builds_chain_sum_solutions_that_reach_the_generator_answer():

@@ -208,12 +208,22 @@ def test_a_run_without_group_records_says_so(tmp_path):
 def test_bench_page_from_the_committed_cpu_bench(tmp_path):
     results = json.loads((BENCH_CPU / "results.json").read_text())
     page = build_report(BENCH_CPU, tmp_path / "bench").read_text()
-    assert page.count("no per-group records (run folder not kept)") == len(results["arms"]) == 12
+    assert page.count("no per-group records (run folder not kept, none in steps/)") == len(results["arms"]) == 12
     seeds = re.search(r'<table class="grid-table" id="seed-table">(.*?)</table>', page, re.DOTALL).group(1)
     assert seeds.count("<tr>") == 1 + 12
     assert "rubric OPD" in page and "not reached" in page and page.count("<svg") == 2
     assert "35.8%" in page  # logit OPD's final mean accuracy
     assert not (BENCH_CPU / "report").exists()
+
+
+def test_bench_page_opens_each_arm_from_the_records_committed_in_steps(tmp_path):
+    bench_dir = REPO / "experiments" / "results" / "bench-cpu-truncated"  # arms/ not committed, steps/ committed
+    results = json.loads((bench_dir / "results.json").read_text())
+    page = build_report(bench_dir, tmp_path / "bench").read_text()
+    assert page.count('class="arm-link"') == len(results["arms"]) == 12 and "run folder not kept" not in page
+    arm_page = tmp_path / "bench" / "arms" / "ropd-seed0" / "index.html"
+    assert len(page_data(arm_page)["rows"]) == 16  # 8 steps x 2 prompt groups, from steps/ropd-seed0-groups.jsonl
+    assert not (bench_dir / "report").exists()
 
 
 def test_bench_page_links_each_kept_arm_to_its_run_report(tmp_path):
@@ -227,7 +237,7 @@ def test_bench_page_links_each_kept_arm_to_its_run_report(tmp_path):
     arm_page = (tmp_path / "out" / "arms" / "ropd-seed1" / "index.html").read_text()
     assert 'href="../../index.html"' in arm_page and len(page_data(tmp_path / "out" / "arms" / "ropd-seed1" / "index.html")["rows"]) == 6
     assert "Held-out accuracy (bench evaluation)" in arm_page and arm_page.count("<svg") == 6
-    assert page.count("no per-group records (run folder not kept)") == 10 and page.count("no per-group records<") == 1
+    assert page.count("no per-group records (run folder not kept, none in steps/)") == 10 and page.count("no per-group records<") == 1
 
 
 def test_a_bench_still_running_gets_a_page_from_its_arms(tmp_path):

@@ -109,7 +109,7 @@ def test_consistency_takes_the_per_criterion_majority_of_n_samples():
     assert (tally.samples, tally.valid_samples, tally.fallbacks) == (3, 3, 0)
     (body,) = server.requests
     assert body["n"] == 3
-    assert body["response_format"]["json_schema"]["schema"] == verdict_schema(3, 3)
+    assert body["response_format"]["json_schema"]["schema"] == verdict_schema(3, 3, answer=False)  # published: booleans only
 
 
 def test_consistency_drops_incomplete_samples_and_a_tie_is_not_met():
