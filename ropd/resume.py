@@ -17,8 +17,8 @@ from ropd.config import ConfigError, RunConfig, dump_config, load_config
 
 CONFIG_FILE = "config.yaml"
 
-# Fields a resumed run may change: how long it runs, how it logs and saves, what it may spend, how it talks to
-# the endpoints (limits and retries, not what is asked).
+# Fields a resumed run may change: how long it runs, how it logs and saves, what it may spend, where and how it
+# reaches the endpoints (URL, key variable, limits, retries; not which model is asked or what).
 RESUMABLE = frozenset(
     {
         "training.max_steps",
@@ -35,7 +35,16 @@ RESUMABLE = frozenset(
         *(
             f"{role}.{name}"
             for role in ("teacher", "judge")
-            for name in ("timeout", "max_retries", "max_concurrency", "requests_per_minute", "tokens_per_minute", "check")
+            for name in (
+                "base_url",
+                "api_key_env",
+                "timeout",
+                "max_retries",
+                "max_concurrency",
+                "requests_per_minute",
+                "tokens_per_minute",
+                "check",
+            )
         ),
     }
 )
