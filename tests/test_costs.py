@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from scripted_pipeline import REPO, Scripted, kind_of, record_figure, settings, train_command, write_config
 
 import ropd
@@ -66,7 +65,7 @@ def test_dry_run_prints_a_cost_table_with_no_network_call(tmp_path):
         env = {k: v for k, v in run_env().items() if k != "OPENAI_API_KEY"} | {"OPENAI_BASE_URL": server.base_url}
         command = [sys.executable, "-m", "ropd.cli", "train", "--dry-run", "--teacher", "gpt-4o", "--student", "qwen"]
         started = time.monotonic()
-        done = subprocess.run(command + ["--output-dir", str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=tmp_path)
+        done = subprocess.run([*command, "--output-dir", str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=tmp_path)
         seconds = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     assert server.requests == [] and server.model_lists == 0  # not one request, not even the endpoint check
@@ -193,9 +192,7 @@ def test_max_cost_stops_with_a_checkpoint_and_a_resume_with_a_higher_limit_finis
         assert (out / "checkpoint-1").is_dir() and not (out / "checkpoint-2").exists() and not (out / "final").exists()
         after_first = [dict(b) for b in server.requests]
         spent_first = json.loads((out / "usage.json").read_text())
-        second = subprocess.run(
-            train_command(config_file, "--resume", "--max-cost", "1"), capture_output=True, text=True, env=run_env()
-        )
+        second = subprocess.run(train_command(config_file, "--resume", "--max-cost", "1"), capture_output=True, text=True, env=run_env())
         assert second.returncode == 0, second.stderr[-3000:]
     message = " ".join(first.stderr.split())
     assert "output.max_cost_usd" in message and format_usd(limit) in message and "stopped before step 2" in message
