@@ -202,6 +202,8 @@ def train(config: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
     out, checkpoint = prepare_output_dir(config)
     if checkpoint is not None:
         check_resume(config, out)
+        if checkpoint_step(checkpoint) >= config.training.max_steps:  # TRL would run one more step: there is none to run
+            return finished_run(out, checkpoint)
     prompts, toolbox = check_inputs(config)
     ledger = UsageLedger(read_usage(out / USAGE_FILE) if config.output.resume else None)
     warn_unpriced(config)
@@ -263,6 +265,18 @@ def dry_run(config: RunConfig) -> RunEstimate:
         tokenizer = None
     checkpoint = last_checkpoint(Path(config.output.dir)) if config.output.resume else None
     return estimate_run(config, prompts, tokenizer, start_step=checkpoint_step(checkpoint))
+
+
+def finished_run(out: Path, checkpoint: Path) -> Path:
+    """The final model of a run whose last checkpoint reached max_steps (TrainingError when it has none)."""
+    final = out / "final"
+    if not final.is_dir():
+        raise TrainingError(
+            f"{out}: {checkpoint.name} reached training.max_steps but the run has no final model; raise --max-steps to train "
+            f"on, or use {checkpoint} as it is"
+        )
+    console.print(f"{out} has finished: final model in {final}", highlight=False)
+    return final
 
 
 def check_inputs(config: RunConfig) -> tuple[list, Toolbox | None]:
