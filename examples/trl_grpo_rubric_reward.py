@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from contextlib import ExitStack
+from pathlib import Path
 
 import torch
 from trl import GRPOConfig, GRPOTrainer
@@ -22,13 +23,14 @@ from trl.rewards import get_repetition_penalty_reward, get_soft_overlong_punishm
 
 import ropd
 
+CONFIG = Path(__file__).with_name("small.yaml")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", default="qwen2.5-coder-0.5b", help="Teacher, rubricator and judge model (default: %(default)s).")
     parser.add_argument("--base-url", help="OpenAI-compatible server of the teacher (default: ropd serves a local model itself).")
     parser.add_argument("--student", default="smollm2-135m", help="Student model: alias, folder or Hub id (default: %(default)s).")
-    parser.add_argument("--dataset", default="reasoning-gym:gsm_symbolic?size=8&seed=0", help="Prompts (default: %(default)s).")
     parser.add_argument("--steps", type=int, default=2, help="Optimizer steps (default: %(default)s).")
     parser.add_argument("--max-completion-length", type=int, default=96, help="Tokens per rollout (default: %(default)s).")
     parser.add_argument("--output-dir", default="runs/example-trl-grpo", help="Checkpoints and the result cache (default: %(default)s).")
@@ -37,29 +39,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    # The rubric reward's settings: a run config, as `ropd train` reads it (here from flags; a YAML file works too).
-    config = ropd.load_config(
-        overrides={
-            "teacher.model": args.teacher,
-            "teacher.base_url": args.base_url,
-            "teacher.num_answers": 2,
-            "teacher.max_tokens": 256,
-            "judge.max_tokens": 512,
-            "judge.min_criteria": 2,
-            "judge.max_criteria": 4,
-            "data.dataset": args.dataset,
-            "training.num_generations": 4,
-            "training.max_completion_length": args.max_completion_length,
-            "output.dir": args.output_dir,
-        }
-    )
+    # The rubric reward's settings: a run config, as `ropd train` reads it (a YAML file, then dotted overrides).
+    overrides = {"teacher.model": args.teacher, "teacher.base_url": args.base_url}
+    overrides |= {"training.max_completion_length": args.max_completion_length, "output.dir": args.output_dir}
+    config = ropd.load_config(CONFIG, overrides)
     prompts = ropd.load_prompts(config.data.dataset)
     dataset = ropd.to_dataset(prompts)  # TRL's conversational format: prompt, plus id and answer columns
     training = GRPOConfig(
         output_dir=args.output_dir,
         max_steps=args.steps,
         per_device_train_batch_size=4,
-        num_generations=4,
+        num_generations=config.training.num_generations,
         max_completion_length=args.max_completion_length,
         learning_rate=1e-5,
         reward_weights=[1.0, 0.5, 0.5],  # rubric, overlong penalty, repetition penalty

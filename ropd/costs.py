@@ -28,6 +28,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from ropd.cache import usage_rows
 from ropd.config import EndpointConfig, Price, RunConfig
 from ropd.models import is_local, resolve_model
 from ropd.prices import PRICES_AS_OF
@@ -240,19 +241,12 @@ def cached_reply_tokens(path: Path) -> dict[str, float]:
     if not path.is_file():
         return {}
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT role, usage FROM results").fetchall()
-        finally:
-            db.close()
+        rows = usage_rows(path)
     except sqlite3.DatabaseError:
         return {}
     by_role: dict[str, list[float]] = {}
     for role, usage in rows:
-        try:
-            tokens = json.loads(usage).get("completion_tokens")
-        except (TypeError, ValueError, AttributeError):
-            continue
+        tokens = usage.get("completion_tokens")
         if isinstance(tokens, (int, float)) and tokens > 0:
             by_role.setdefault(role, []).append(tokens)
     return {role: statistics.fmean(values) for role, values in by_role.items()}

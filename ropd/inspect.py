@@ -34,6 +34,7 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, Undefined
 from markupsafe import Markup
 
+from ropd.cache import usage_rows
 from ropd.inspect_charts import METHOD_LABELS, bench_charts, run_charts
 
 REPORT_DIR = Path(__file__).resolve().parent / "report"  # templates, CSS and JS: package data beside this module
@@ -194,19 +195,11 @@ def cache_summary(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT role, usage FROM results").fetchall()
-        finally:
-            db.close()
+        rows = usage_rows(path)
     except sqlite3.DatabaseError as exc:
         return {"path": str(path), "error": f"unreadable ({exc})", "roles": {}}
     roles: dict[str, dict[str, float]] = {}
-    for role, usage_json in rows:
-        try:
-            usage = json.loads(usage_json)
-        except (TypeError, json.JSONDecodeError):
-            usage = {}
+    for role, usage in rows:
         entry = roles.setdefault(role, {"rows": 0, "tokens": 0, "cost_usd": 0.0, "unpriced": 0.0})
         entry["rows"] += 1
         entry["tokens"] += (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)

@@ -50,6 +50,11 @@ RESUMABLE = frozenset(
 )
 
 
+def resumable(field: str) -> bool:
+    """Whether a resumed run may change `field` (RESUMABLE, and prices: they change what a run is said to cost, not what it does)."""
+    return field in RESUMABLE or field.startswith("prices.")
+
+
 def flatten(tree: dict[str, Any], prefix: str = "", depth: int = 3) -> dict[str, Any]:
     """Dotted keys of a nested mapping, `depth` levels down (section.field, and prices.MODEL.input)."""
     flat: dict[str, Any] = {}
@@ -74,12 +79,12 @@ def check_resume(config: RunConfig, out: Path) -> None:
     if not path.is_file():
         return
     saved = load_config(path)
-    changed = [f for f in changed_fields(saved, config) if f not in RESUMABLE]
+    changed = [f for f in changed_fields(saved, config) if not resumable(f)]
     if changed:
         raise ConfigError(
             f"--resume: the config differs from the one {out} was started with ({path}) in: {', '.join(changed)}. "
             f"Resume with that config (`ropd train --resume --output-dir {out}` reads it), or start a new run in another "
-            f"--output-dir. A resumed run may change only: {', '.join(sorted(RESUMABLE))}"
+            f"--output-dir. A resumed run may change only prices and: {', '.join(sorted(RESUMABLE))}"
         )
 
 

@@ -12,7 +12,7 @@ from scripted_pipeline import Scripted, settings, write_config
 
 from ropd.cli import main, train_config_path
 from ropd.config import DEFAULT_CONFIG, load_config
-from ropd.resume import RESUMABLE, changed_fields
+from ropd.resume import RESUMABLE, changed_fields, resumable
 from ropd.testing.scripted_server import ScriptedServer
 
 pytestmark = pytest.mark.timeout(300)
@@ -51,7 +51,7 @@ def test_changed_fields_name_every_difference_and_the_whitelist_lets_operations_
     assert [f for f in changed if f not in RESUMABLE] == ["data.max_prompts", "teacher.model"]
     priced = load_config(overrides={"teacher.model": "gpt-4o"}).model_copy(update={"prices": {**saved.prices}})
     priced.prices["gpt-4o"] = priced.prices["gpt-4o"].model_copy(update={"input": 9.0})
-    assert changed_fields(saved, priced) == ["prices.gpt-4o.input"]
+    assert changed_fields(saved, priced) == ["prices.gpt-4o.input"] and resumable("prices.gpt-4o.input")
 
 
 def test_the_config_source_of_ropd_train(tmp_path, monkeypatch):

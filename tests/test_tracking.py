@@ -53,6 +53,7 @@ def test_report_to_tensorboard_logs_a_sample_of_each_steps_rubric_groups(tmp_pat
     questions = {p.id: p.question for p in load_prompts(config.data.dataset)}
     for step, table in tables.items():
         header, rule, *rows = table.splitlines()
+        assert rule.startswith("|---|")
         assert header == "| " + " | ".join(COLUMNS) + " |"
         assert len(rows) == 1  # 2 groups per step, sampled to 1
         cells = [c.strip() for c in rows[0].strip("|").split(" | ")]
