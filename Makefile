@@ -34,15 +34,15 @@ jail:  ## install the Python tool's jail (Debian's bubblewrap and libseccomp2; a
 		exit 1; \
 	fi
 
-demo: install  ## train with the embedded default (configs/default.yaml), offline
-	$(BIN)/ropd train
+demo: install  ## train with the embedded default (configs/default.yaml), offline; a rerun resumes runs/default
+	$(BIN)/ropd train --resume
 
 test: install  ## run the whole test suite
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check ropd tests experiments
-	$(BIN)/ruff format --check ropd tests experiments
+	$(BIN)/ruff check ropd tests experiments examples
+	$(BIN)/ruff format --check ropd tests experiments examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

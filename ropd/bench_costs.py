@@ -13,6 +13,7 @@ from typing import Any
 from ropd.bench_config import BenchConfig
 from ropd.bench_report import CurvePoint
 from ropd.config import RunConfig
+from ropd.costs import price_for
 
 RUBRIC_ROLES = ("rubricator", "judge")
 
@@ -48,12 +49,18 @@ def ropd_teacher_tokens(batches: int, prompts_per_step: int, tokens_per_prompt: 
     return round(sum(tokens_per_prompt.values()) * seen / len(tokens_per_prompt))
 
 
-def arm_cost(bench: BenchConfig, config: RunConfig, method: str, last: CurvePoint, usage: dict, tokens_per_prompt: dict[str, int]) -> float:
-    """USD for teacher and judge tokens: at `price_as` when set (teacher-scored tokens as input), else each model's own price."""
+def arm_cost(
+    bench: BenchConfig, config: RunConfig, method: str, last: CurvePoint, usage: dict, tokens_per_prompt: dict[str, int]
+) -> float | None:
+    """USD for teacher and judge tokens: at `price_as` when set (teacher-scored tokens as input), else each model's own
+    price (a local model's is 0); None when a model the arm paid for has no price."""
     prices = config.prices
     if bench.price_as is None:
-        teacher_price = prices.get(config.teacher.model)
-        judge_cost = sum(float(usage.get(role, {}).get("cost_usd", 0.0)) for role in RUBRIC_ROLES)
+        teacher_price = price_for(config.teacher, config)
+        judge_costs = [usage.get(role, {}).get("cost_usd", 0.0) for role in RUBRIC_ROLES]
+        if None in judge_costs or (teacher_price is None and last.teacher_tokens):
+            return None
+        judge_cost = sum(float(c) for c in judge_costs)
         teacher_cost = last.teacher_tokens * teacher_price.input / 1e6 if teacher_price and method in ("opd", "sod") else 0.0
         if method == "ropd" and teacher_price:
             teacher_cost = last.teacher_tokens * teacher_price.output / 1e6

@@ -58,7 +58,7 @@ class ArmResult(BaseModel):
     )
     judge_tokens: int
     judge_requests: int
-    cost_usd: float
+    cost_usd: float | None = Field(description="USD of the arm's API tokens; None when a model it paid for has no price.")
     wall_seconds: float = Field(description="Training plus in-run evaluation, server start-up included.")
     eval_seconds: float
     failed_group_rate: float | None = Field(default=None, description="Share of rubric groups with no reward (rubric arms).")
@@ -192,7 +192,7 @@ def method_summary(bench: BenchConfig, name: str, arms: list[ArmResult]) -> dict
         "samples_to_target": samples_to_reach([(x, m) for x, m, _, _ in curve], target) if target is not None else None,
         "teacher_tokens_mean": statistics.fmean(a.teacher_tokens for a in arms),
         "judge_tokens_mean": statistics.fmean(a.judge_tokens for a in arms),
-        "cost_usd_mean": statistics.fmean(a.cost_usd for a in arms),
+        "cost_usd_mean": None if any(a.cost_usd is None for a in arms) else statistics.fmean(a.cost_usd or 0.0 for a in arms),
         "wall_seconds_mean": statistics.fmean(a.wall_seconds for a in arms),
         "eval_seconds_mean": statistics.fmean(a.eval_seconds for a in arms),
         "mean_reward": _mean_given(a.mean_reward for a in arms),
@@ -503,11 +503,12 @@ def results_markdown(results: dict[str, Any]) -> str:
         reward = "–" if s["mean_reward"] is None else f"{s['mean_reward']:.3f}"
         quality = "–" if s.get("reward_pairwise_acc") is None else f"{s['reward_pairwise_acc']:.2f}"
         rate = "–" if s.get("learning_rate") is None else f"{s['learning_rate']:g}"
+        cost = "unknown" if s["cost_usd_mean"] is None else f"{s['cost_usd_mean']:.4f}"
         lines.append(
             f"| {s['label']} (`{s['method']}`) | {rate} | "
             f"{_interval_text(s['final_accuracy_mean'], s.get('final_accuracy_low'), s.get('final_accuracy_high'))} | "
             f"{_pct(s['final_accuracy_min'])}–{_pct(s['final_accuracy_max'])} | {_pct(s['best_accuracy_mean'])} | {s['samples']} | "
-            f"{reach_text} | {quality} | {s['teacher_tokens_mean']:,.0f} | {s['judge_tokens_mean']:,.0f} | {s['cost_usd_mean']:.4f} | "
+            f"{reach_text} | {quality} | {s['teacher_tokens_mean']:,.0f} | {s['judge_tokens_mean']:,.0f} | {cost} | "
             f"{s['wall_seconds_mean'] / 60:.1f} min | {reward} |"
         )
     lines += [

@@ -40,6 +40,27 @@ CREATE INDEX results_role ON results (role);
 """
 
 
+def usage_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(role, recorded usage) of every result in a cache file, opened read-only (never created or changed).
+
+    Raises sqlite3.DatabaseError when the file is not a readable cache; a row whose usage does not parse gives {}.
+    """
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT role, usage FROM results").fetchall()
+    finally:
+        db.close()
+    return [(role, _usage_dict(usage)) for role, usage in rows]
+
+
+def _usage_dict(text: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 class CacheError(RuntimeError):
     """A cache file that cannot be used safely; the message names the path and what to do."""
 

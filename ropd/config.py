@@ -75,6 +75,11 @@ class EndpointConfig(_Section):
         description="Weights of a local Hugging Face model when ropd serves it: llama.cpp converts it once to GGUF f16 (auto), "
         "f32, bf16 or q8_0 (int8); vLLM takes the dtype as is. Packaged GGUF models are served as shipped.",
     )
+    check: bool = Field(
+        default=True,
+        description="Before any model is loaded, check a remote endpoint: its key variable is set and it answers (its model "
+        "list, else a 1-token completion, counted in usage). Off: for endpoints that allow neither.",
+    )
 
 
 class TeacherConfig(EndpointConfig):
@@ -410,6 +415,12 @@ class TrainingConfig(_Section):
         default="colocate", description="vLLM colocated with training, or a separate `trl vllm-serve`."
     )
     report_to: list[str] = Field(default_factory=list, description="Trackers passed to TRL (tensorboard, wandb, trackio).")
+    log_groups: int = Field(
+        default=4,
+        ge=0,
+        description="Rubric groups per step (a random sample) logged to the report_to trackers as a table (question, rubric, "
+        "rewards, correctness where known): a table in wandb and trackio, a markdown text in tensorboard. 0: none.",
+    )
     gradient_checkpointing: bool = Field(default=False, description="Trade compute for memory in the student's backward pass.")
 
 
@@ -448,6 +459,14 @@ class OutputConfig(_Section):
         default=False, description="Resume from the last checkpoint in the output directory.", json_schema_extra=_flag("resume")
     )
     cache: str | None = Field(default=None, description="SQLite cache of API results (unset: <output dir>/cache.sqlite).")
+    max_cost_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="Spending limit in USD for the run's API calls, what a resumed run spent before included (usage.json). "
+        "Before a step's calls go out, the spend so far plus that step's estimate (its upper bound) is checked; past the "
+        "limit the run stops with a checkpoint. Needs a price for every paid model. Unset: no limit.",
+        json_schema_extra=_flag("max-cost"),
+    )
 
 
 class Price(_Section):
@@ -474,10 +493,9 @@ class ModelAlias(_Section):
 
 
 def _default_prices() -> dict[str, Price]:
-    return {
-        "gpt-4o": Price(input=2.5, output=10.0),
-        "gpt-4o-mini": Price(input=0.15, output=0.6),
-    }
+    from ropd.prices import LIST_PRICES
+
+    return {model: Price(input=rates[0], output=rates[1]) for model, rates in LIST_PRICES.items()}
 
 
 class RunConfig(_Section):
@@ -491,8 +509,19 @@ class RunConfig(_Section):
     method: MethodConfig = Field(default_factory=MethodConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
-    prices: dict[str, Price] = Field(default_factory=_default_prices, description="Price table by model name, for cost estimates.")
+    prices: dict[str, Price] = Field(
+        default_factory=_default_prices,
+        description="Price table by model name (USD per million tokens), for cost estimates and output.max_cost_usd: the "
+        "shipped list prices (ropd/prices.py, with the month they were taken) plus what a config adds. A model missing "
+        "from it has its cost shown as unknown.",
+    )
     models: dict[str, ModelAlias] = Field(default_factory=dict, description="Model aliases added to or overriding the built-in table.")
+
+    @field_validator("prices", mode="after")
+    @classmethod
+    def _extend_prices(cls, prices: dict[str, Price]) -> dict[str, Price]:
+        """A config's prices extend the shipped table (and win where both name a model)."""
+        return {**_default_prices(), **prices}
 
     def judge_endpoint(self) -> EndpointConfig:
         """The judge's endpoint settings with the teacher's model and base URL filled in when unset."""

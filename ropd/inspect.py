@@ -36,6 +36,7 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, Undefined
 from markupsafe import Markup
 
+from ropd.cache import usage_rows
 from ropd.inspect_charts import METHOD_LABELS, bench_charts, run_charts
 
 REPORT_DIR = Path(__file__).resolve().parent / "report"  # templates, CSS and JS: package data beside this module
@@ -197,23 +198,19 @@ def cache_summary(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT role, usage FROM results").fetchall()
-        finally:
-            db.close()
+        rows = usage_rows(path)
     except sqlite3.DatabaseError as exc:
         return {"path": str(path), "error": f"unreadable ({exc})", "roles": {}}
     roles: dict[str, dict[str, float]] = {}
-    for role, usage_json in rows:
-        try:
-            usage = json.loads(usage_json)
-        except (TypeError, json.JSONDecodeError):
-            usage = {}
-        entry = roles.setdefault(role, {"rows": 0, "tokens": 0, "cost_usd": 0.0})
+    for role, usage in rows:
+        entry = roles.setdefault(role, {"rows": 0, "tokens": 0, "cost_usd": 0.0, "unpriced": 0.0})
         entry["rows"] += 1
         entry["tokens"] += (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
         entry["cost_usd"] += usage.get("cost_usd") or 0.0
+        entry["unpriced"] += usage.get("unpriced_requests") or 0.0
+    for entry in roles.values():  # a result from a model without a price: the role's cost is unknown, not $0
+        if entry.pop("unpriced"):
+            entry["cost_usd"] = None
     return {"path": str(path), "error": None, "roles": roles}
 
 
@@ -301,7 +298,15 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(REPORT_DIR), autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = _num
     env.filters["pct"] = _pct
+    env.filters["usd"] = _usd
     return env
+
+
+def _usd(value: Any) -> str:
+    """A cost cell: 'unknown' when the run recorded it as unknown (null: a model without a price), a dash when absent."""
+    if isinstance(value, Undefined):
+        return "–"
+    return "unknown" if value is None else _num(value, 4)
 
 
 def _pct(value: Any) -> str:

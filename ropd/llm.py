@@ -178,6 +178,8 @@ class LLMClient:
     ):
         """`identity` replaces the base URL in cache keys, for servers whose URL changes between runs (local ones)."""
         self.transport = Transport(endpoint, role=role, prices=prices, aliases=aliases)
+        if identity is not None:  # a local model ropd serves: nothing to pay
+            self.transport.price = Price(input=0.0, output=0.0)
         self.structured = StructuredOutput(self.transport, max_reasks)
         self.cache = cache
         self.endpoint, self.role, self.model, self.base_url = endpoint, role, self.transport.model, self.transport.base_url

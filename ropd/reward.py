@@ -489,7 +489,8 @@ class RubricReward:
             delta = {name: getattr(usage, name) - getattr(before, name) for name in Usage.model_fields}
             self._usage_seen[role] = usage.model_copy()
             out[f"{role}/tokens"] = delta["prompt_tokens"] + delta["completion_tokens"]
-            out[f"{role}/cost_usd"] = delta["cost_usd"]
+            if not delta["unpriced_requests"]:  # left out when unknown: a model without a price
+                out[f"{role}/cost_usd"] = delta["cost_usd"]
             out[f"{role}/requests"] = delta["requests"]
             out[f"{role}/retries"] = delta["retries"]
             out[f"{role}/failures"] = delta["failures"]

@@ -272,5 +272,6 @@ def step_summary(record: dict[str, Any]) -> str:
     for role in ("teacher", "rubricator", "judge"):
         tokens = record.get(f"{role}/tokens")
         if tokens:
-            parts.append(f"{role} {int(tokens)} tok ${record.get(f'{role}/cost_usd', 0.0):.4f}")
+            cost = record.get(f"{role}/cost_usd")
+            parts.append(f"{role} {int(tokens)} tok " + (f"${cost:.4f}" if cost is not None else "cost unknown"))
     return " | ".join(parts)

@@ -12,7 +12,6 @@ duration of the run, one server per model per machine however many processes it 
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -24,18 +23,27 @@ from trl import GRPOConfig
 
 from ropd.answers import outcome_reward
 from ropd.config import ConfigError, RunConfig, dump_config
+from ropd.costs import RunEstimate, estimate_run, format_usd, known_cost, print_estimate, unpriced_models
 from ropd.data import check_prompt_lengths, load_prompts, to_dataset
 from ropd.distributed import ProcessFailureError
-from ropd.models import base_model_name, is_local, load_model, load_tokenizer, local_path, pick_dtype
+from ropd.models import ModelError, base_model_name, is_local, load_model, load_tokenizer, local_path, pick_dtype
 from ropd.opd import build_white_box_trainer, check_same_vocabulary
+from ropd.preflight import check_endpoints
+from ropd.resume import CONFIG_FILE, check_resume
 from ropd.reward import AccelerateProcesses, build_rubric_reward, check_templates, serve_local_models, uses_rubric_reward
+from ropd.spending import USAGE_FILE, SpendingLimit, UsageLedger, UsageWriter, read_usage
 from ropd.teacher_logprobs import ServedTeacherLogprobs, TeacherLogprobsError, check_temperature
 from ropd.tools import Toolbox, build_toolbox, chat_template_text
 from ropd.trainers import CHECKPOINT_PREFIX, FailureGuard, StepLog, TimedGRPOTrainer, console
+from ropd.types import Usage
 
 
 class TrainingError(RuntimeError):
     """A run that cannot start or cannot go on; the message says why."""
+
+
+class SpendingLimitReached(TrainingError):
+    """The run stopped before a step that could take its spend past output.max_cost_usd; it can be resumed."""
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -107,6 +115,11 @@ def grpo_args(config: RunConfig) -> GRPOConfig:
     )
 
 
+def checkpoint_step(checkpoint: Path | None) -> int:
+    """The global step a checkpoint-N folder was saved at (0 without one)."""
+    return int(checkpoint.name.removeprefix(CHECKPOINT_PREFIX)) if checkpoint is not None else 0
+
+
 def last_checkpoint(output_dir: Path) -> Path | None:
     """The checkpoint-N folder with the largest N, if any."""
     found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p.name.removeprefix(CHECKPOINT_PREFIX).isdigit()]
@@ -143,9 +156,16 @@ def prepare_output_dir(config: RunConfig) -> tuple[Path, Path | None]:
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = last_checkpoint(out)
     if checkpoint is not None and not config.output.resume:
-        raise TrainingError(f"{out} already holds {checkpoint.name}; pass --resume to continue that run or choose another --output-dir")
+        raise TrainingError(
+            f"{out} already holds {checkpoint.name}; pass --resume to continue that run (with no --config it continues the "
+            f"run's saved config) or choose another --output-dir"
+        )
     if config.output.resume and checkpoint is None:
-        console.print(f"--resume: no checkpoint in {out} yet, starting from step 0")
+        console.print(f"--resume: no checkpoint in {out} yet, starting a new run from step 0")
+    elif checkpoint is not None:
+        step = checkpoint_step(checkpoint)
+        left = f"{config.training.max_steps - step} steps left" if step < config.training.max_steps else "nothing left to train"
+        console.print(f"--resume: resuming {out} from {checkpoint.name} (step {step} of {config.training.max_steps}: {left})")
     return out, checkpoint
 
 
@@ -172,24 +192,32 @@ def train(config: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
     """Run one training job; return the folder of the final model.
 
     `callbacks` are added to the trainer after ropd's own (e.g. `ropd.bench`'s in-run held-out evaluation).
-    Usage by role (tokens, requests, cost) is written to <output dir>/usage.json at the end.
-    Bad input (data, templates, an unusable cache) stops the run before any model is loaded or any
-    call is paid for; API failures that persist stop it with a checkpoint and a TrainingError (FailureGuard).
+    Usage by role (tokens, requests, cost; what earlier attempts of a resumed run spent included) is written to
+    <output dir>/usage.json after every step. Bad input (data, templates, an unusable cache, a changed config on
+    --resume, an endpoint that does not answer) stops the run before any model is loaded or any call is paid for;
+    the estimated usage is printed before the student is loaded. API failures that persist stop it with a checkpoint
+    and a TrainingError (FailureGuard); output.max_cost_usd stops it with a checkpoint and SpendingLimitReached.
     """
     from ropd.cache import ResultCache
 
     out, checkpoint = prepare_output_dir(config)
-    (out / "config.yaml").write_text(dump_config(config))
-    prompts = load_prompts(config.data.dataset, config.data.split, config.data.max_prompts, config.data.system_prompt)
-    if len(prompts) < config.training.prompts_per_step:
-        raise TrainingError(f"{config.data.dataset} has {len(prompts)} prompts; prompts_per_step is {config.training.prompts_per_step}")
-    if uses_rubric_reward(config):
-        check_templates(config.judge)
-    toolbox = build_toolbox(config.tools)  # a user tool that does not import stops the run here
+    if checkpoint is not None:
+        check_resume(config, out)
+        if checkpoint_step(checkpoint) >= config.training.max_steps:  # TRL would run one more step: there is none to run
+            return finished_run(out, checkpoint)
+    prompts, toolbox = check_inputs(config)
+    ledger = UsageLedger(read_usage(out / USAGE_FILE) if config.output.resume else None)
+    warn_unpriced(config)
+    ledger.checks = check_endpoints(config)
+    (out / CONFIG_FILE).write_text(dump_config(config))
     tokenizer = load_tokenizer(config.student.model, config.models)
     set_chat_template(tokenizer, config.student.chat_template, tools=toolbox is not None)
     if (limit := prompt_token_limit(config)) is not None:
         check_prompt_lengths(prompts, tokenizer, limit, config.data.dataset)
+    start_step = checkpoint_step(checkpoint)
+    estimate = estimate_run(config, prompts, tokenizer, start_step=start_step)
+    print_estimate(estimate, "estimated API usage of this run", stderr=True)
+    spending = spending_limit(config, ledger, estimate, start_step, out)
     cache = ResultCache(config.output.cache or out / "cache.sqlite")
     started = time.perf_counter()
     teacher = white_box_teacher(config, tokenizer) if config.method.name in ("opd", "sod") else None
@@ -198,23 +226,33 @@ def train(config: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
         urls = serve_local_models(config, stack, AccelerateProcesses())
         model = load_model(config.student.model, config.student.dtype, config.models)
         rewards = reward_functions(config, prompts, cache, urls)
+        ledger.sources = rewards
         trainer = build_trainer(config, model, tokenizer, to_dataset(prompts), rewards, teacher, toolbox)
         trainer.add_callback(StepLog(out / "metrics.jsonl"))
+        trainer.add_callback(UsageWriter(ledger, out / USAGE_FILE))
         guard = FailureGuard(rewards, config.training, out)
         trainer.add_callback(guard)
+        if spending is not None:
+            trainer.add_callback(spending)
+        add_group_tables(trainer, config, rewards)
         for callback in callbacks:
             trainer.add_callback(callback)
         mark_end_tokens(trainer, tokenizer, rewards)
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        ledger.write(out / USAGE_FILE)
         if guard.error is not None:
-            write_usage(rewards, out / "usage.json")
             raise TrainingError(guard.error)
+        if spending is not None and spending.message is not None:
+            step = trainer.state.global_step
+            raise SpendingLimitReached(
+                f"{spending.message}. The run is saved in {out / f'{CHECKPOINT_PREFIX}{step}'} and what it spent in "
+                f"{out / USAGE_FILE}: rerun with --resume and a higher --max-cost to continue."
+            )
         final = out / "final"
         trainer.save_model(str(final))
         tokenizer.save_pretrained(str(final))
         save_model_card(trainer, out, final)
-    write_usage(rewards, out / "usage.json")
-    print_run_summary(rewards, time.perf_counter() - started, final)
+    print_run_summary(ledger.totals(), time.perf_counter() - started, final)
     return final
 
 
@@ -234,6 +272,76 @@ def mark_end_tokens(trainer, tokenizer, rewards: list) -> None:
     for reward in rewards:
         if hasattr(reward, "end_token_ids"):
             reward.end_token_ids = ends
+
+
+def dry_run(config: RunConfig) -> RunEstimate:
+    """The estimated API usage of a run, as `train` prints it, without a call or a model load (the student's tokenizer
+    only; without it, tokens are counted as characters / 4)."""
+    prompts, _ = check_inputs(config)
+    warn_unpriced(config, limit_needs_prices=False)
+    try:
+        tokenizer = load_tokenizer(config.student.model, config.models)
+    except (ModelError, OSError, ValueError) as exc:
+        console.print(f"note: the student's tokenizer could not be loaded ({exc}); tokens counted as characters / 4", highlight=False)
+        tokenizer = None
+    checkpoint = last_checkpoint(Path(config.output.dir)) if config.output.resume else None
+    return estimate_run(config, prompts, tokenizer, start_step=checkpoint_step(checkpoint))
+
+
+def finished_run(out: Path, checkpoint: Path) -> Path:
+    """The final model of a run whose last checkpoint reached max_steps (TrainingError when it has none)."""
+    final = out / "final"
+    if not final.is_dir():
+        raise TrainingError(
+            f"{out}: {checkpoint.name} reached training.max_steps but the run has no final model; raise --max-steps to train "
+            f"on, or use {checkpoint} as it is"
+        )
+    console.print(f"{out} has finished: final model in {final}", highlight=False)
+    return final
+
+
+def check_inputs(config: RunConfig) -> tuple[list, Toolbox | None]:
+    """The run's prompts and toolbox, after the checks that need no model: data, templates, tools."""
+    prompts = load_prompts(config.data.dataset, config.data.split, config.data.max_prompts, config.data.system_prompt)
+    if len(prompts) < config.training.prompts_per_step:
+        raise TrainingError(f"{config.data.dataset} has {len(prompts)} prompts; prompts_per_step is {config.training.prompts_per_step}")
+    if uses_rubric_reward(config):
+        check_templates(config.judge)
+    return prompts, build_toolbox(config.tools)  # a user tool that does not import stops the run here
+
+
+def warn_unpriced(config: RunConfig, limit_needs_prices: bool = True) -> None:
+    """One warning naming the models without a price (their cost will show as unknown); with a spending limit, an error."""
+    unpriced = unpriced_models(config)
+    if not unpriced:
+        return
+    names = ", ".join(f"{model} ({role})" for role, model in unpriced.items())
+    if limit_needs_prices and config.output.max_cost_usd is not None:
+        raise ConfigError(f"output.max_cost_usd needs a price for every paid model; none for {names}: add them under `prices:`")
+    console.print(f"warning: no price for {names}: its cost shows as unknown; add it under `prices:` in the config", highlight=False)
+
+
+def spending_limit(config: RunConfig, ledger: UsageLedger, estimate: RunEstimate, start_step: int, out: Path) -> SpendingLimit | None:
+    """The run's SpendingLimit callback (None without output.max_cost_usd); SpendingLimitReached when even the first
+    step would pass the limit."""
+    if config.output.max_cost_usd is None:
+        return None
+    limit = SpendingLimit(ledger, config.output.max_cost_usd, estimate.total("step") or 0.0, config.training.updates_per_batch)
+    if start_step < config.training.max_steps and (message := limit.check(start_step)) is not None:
+        ledger.write(out / USAGE_FILE)
+        raise SpendingLimitReached(f"{message}. Nothing was trained; raise --max-cost to start.")
+    return limit
+
+
+def add_group_tables(trainer, config: RunConfig, rewards: list) -> None:
+    """Log a sample of each step's rubric groups as a table to the trackers in training.report_to (ropd.tracking)."""
+    if not config.training.report_to or not config.training.log_groups:
+        return
+    from ropd.tracking import GroupTables
+
+    sources = [r for r in rewards if hasattr(r, "last_runs")]
+    if sources:
+        trainer.add_callback(GroupTables(trainer, sources, config.training.report_to, config.training.log_groups, config.training.seed))
 
 
 def save_model_card(trainer, out: Path, final: Path) -> None:
@@ -327,26 +435,15 @@ def build_trainer(config: RunConfig, model, tokenizer, dataset, rewards: list, t
     return trainer
 
 
-def write_usage(rewards: list, path: Path) -> None:
-    """Tokens, requests and cost by role (teacher, rubricator, judge) of the run's reward functions, as JSON."""
-    usage = {}
-    for reward in rewards:
-        by_role = getattr(reward, "usage_by_role", None)
-        if by_role is not None:
-            usage.update({role: u.model_dump() for role, u in by_role().items()})
-    path.write_text(json.dumps(usage, indent=2) + "\n")
-
-
-def print_run_summary(rewards: list, seconds: float, final: Path) -> None:
-    """Cost and cache summary at the end of a run."""
+def print_run_summary(usage: dict[str, Usage], seconds: float, final: Path) -> None:
+    """Cost and cache summary at the end of a run (a resumed run's earlier attempts included; unknown costs say so)."""
     console.print(f"done in {seconds / 60:.1f} min; final model in {final}")
-    for reward in rewards:
-        usage = getattr(reward, "usage_by_role", None)
-        if usage is None:
-            continue
-        for role, u in usage().items():
-            console.print(
-                f"  {role:<10} {u.requests} requests ({u.cache_hits} cached, {u.retries} retries, {u.failures} failed), "
-                f"{u.prompt_tokens + u.completion_tokens} tokens, ${u.cost_usd:.4f}",
-                highlight=False,
-            )
+    for role, u in usage.items():
+        cost = format_usd(u.cost_usd if u.cost_known else None)
+        console.print(
+            f"  {role:<10} {u.requests} requests ({u.cache_hits} cached, {u.retries} retries, {u.failures} failed), "
+            f"{u.prompt_tokens + u.completion_tokens} tokens, {cost}",
+            highlight=False,
+        )
+    if usage:
+        console.print(f"  total cost {format_usd(known_cost(usage))}", highlight=False)

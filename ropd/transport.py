@@ -39,7 +39,8 @@ OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "EMPTY"
 RETRY_STATUS = {408, 409, 429}
 MAX_RETRY_AFTER = 600.0
-SPENT_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "seconds")  # what a cached result records
+# what a cached result records
+SPENT_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "seconds", "unpriced_requests")
 
 
 class LLMError(RuntimeError):
@@ -176,7 +177,7 @@ class Transport:
         self.role = role
         self.model, self.base_url = resolve_endpoint(endpoint, aliases)
         prices = prices or {}
-        self.price = prices.get(self.model) or prices.get(endpoint.model)
+        self.price: Price | None = prices.get(self.model) or prices.get(endpoint.model)
         self.usage = Usage()
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
 
@@ -286,7 +287,7 @@ class Transport:
             finally:
                 self.usage.seconds += time.monotonic() - started
         spent = self._spent(response, time.monotonic() - started)
-        for name in ("prompt_tokens", "completion_tokens", "cost_usd"):
+        for name in ("prompt_tokens", "completion_tokens", "cost_usd", "unpriced_requests"):
             setattr(self.usage, name, getattr(self.usage, name) + getattr(spent, name))
         if not response.choices:
             raise LLMError(f"{self.role} ({self.model}): the server returned no choices")
@@ -297,7 +298,15 @@ class Transport:
         prompt_tokens = (usage.prompt_tokens or 0) if usage else 0
         completion_tokens = (usage.completion_tokens or 0) if usage else 0
         cost = (prompt_tokens * self.price.input + completion_tokens * self.price.output) / 1e6 if self.price else 0.0
-        return Usage(requests=1, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost, seconds=seconds)
+        unpriced = 0 if self.price else 1
+        return Usage(
+            requests=1,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=cost,
+            seconds=seconds,
+            unpriced_requests=unpriced,
+        )
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

@@ -129,6 +129,13 @@ class Usage(BaseModel):
     completion_tokens: int = 0
     cost_usd: float = 0.0
     seconds: float = 0.0
+    unpriced_requests: float = 0  # requests to a model missing from the price table: cost_usd leaves them out (unknown)
+    checks: int = 0  # endpoint checks before the run (ropd.preflight): model lists and 1-token completions
+
+    @property
+    def cost_known(self) -> bool:
+        """Whether cost_usd is the whole cost: no request went to a model without a price."""
+        return self.unpriced_requests == 0
 
     def add(self, other: Usage) -> None:
         for name in type(self).model_fields:

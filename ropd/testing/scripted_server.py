@@ -8,7 +8,8 @@ The handler gets the parsed JSON body of each POST /v1/chat/completions and retu
 (or a plain string: one choice with that content, or a dict: sent verbatim as the JSON body).
 A `Reply` can delay, fail with any status and headers, drop the connection, or send a raw body.
 The server records every body (`requests`), each arrival time (`arrivals`), every Authorization
-header (`auth_headers`) and the most requests it had in flight at once (`max_in_flight`).
+header (`auth_headers`) and the most requests it had in flight at once (`max_in_flight`). GET /v1/models lists
+`models` (none by default) and is counted in `model_lists`, apart from the chat requests.
 """
 
 from __future__ import annotations
@@ -63,9 +64,11 @@ def error_body(status: int) -> dict[str, Any]:
 class ScriptedServer:
     """A threaded HTTP server speaking the chat-completions protocol, driven by a handler."""
 
-    def __init__(self, handler: Handler, *, latency: float = 0.0):
+    def __init__(self, handler: Handler, *, latency: float = 0.0, models: tuple[str, ...] = ()):
         self.handler = handler
         self.latency = latency
+        self.models = models
+        self.model_lists = 0
         self.requests: list[dict[str, Any]] = []
         self.arrivals: list[float] = []
         self.auth_headers: list[str] = []
@@ -125,6 +128,14 @@ class ScriptedServer:
 
             def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
                 pass
+
+            def do_GET(self) -> None:
+                if not self.path.rstrip("/").endswith("/models"):
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                with server._lock:
+                    server.model_lists += 1
+                self._send(200, {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "scripted"} for m in server.models]})
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
