@@ -322,8 +322,11 @@ def judge_figures(config: RunConfig, rows: list[PromptRow], counter: TokenCounte
 
     judge = config.judge
     rubric = Rubric(criteria=[Criterion(id=f"c{i}", text="x", points=1) for i in range(1, judge.max_criteria + 1)])
-    chunks = judge_chunks(config, config.training.num_generations)
-    if judge.score_teacher_answers:
+    if judge.score_teacher_answers == "in_call":  # the teacher answers shuffled into the rollouts' call(s)
+        chunks = judge_chunks(config, config.training.num_generations + config.teacher.num_answers)
+    else:
+        chunks = judge_chunks(config, config.training.num_generations)
+    if judge.score_teacher_answers == "separate":
         chunks += judge_chunks(config, config.teacher.num_answers)
     samples = judge.consistency_samples if judge.mode == "consistency" else 1
     per_group = Figures()
