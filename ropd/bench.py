@@ -166,7 +166,10 @@ def arm_fingerprint(bench: BenchConfig, config: RunConfig, sweep: bool = False) 
     evaluated: a sweep run once at the end on the validation prompts, an arm every eval_every samples on the held-out."""
     settings = bench.validation if sweep and bench.validation is not None else bench.eval
     every = config.training.max_steps if sweep else bench.eval_every_steps
-    return fingerprint({"run": config.model_dump(mode="json"), "eval": settings.model_dump(), "every": every})
+    # settings left at their defaults are not part of it, so a field that a later version adds (at a default that keeps
+    # the old behaviour) leaves finished arms valid
+    run = config.model_dump(mode="json", exclude_defaults=True)
+    return fingerprint({"run": run, "eval": settings.model_dump(exclude_defaults=True), "every": every})
 
 
 def record_name(name: str, seed: int, learning_rate: float | None, sweep: bool) -> str:
