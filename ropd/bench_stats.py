@@ -44,17 +44,18 @@ def _interval(values: np.ndarray, mean: float, seeds: int, prompts: int) -> Inte
     return Interval(mean=mean, low=float(low), high=float(high), seeds=seeds, prompts=prompts)
 
 
-def _draws(seeds: int, prompts: int, samples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    return rng.integers(0, seeds, size=(samples, seeds)), rng.integers(0, prompts, size=(samples, prompts))
+def _bootstrap(matrix: np.ndarray, samples: int, seed: int) -> Interval:
+    """The mean of a seeds x prompts matrix with the percentile interval of its means over redrawn seeds and prompts."""
+    n_seeds, n_prompts = matrix.shape
+    rng = np.random.default_rng(seed)
+    seed_draw, prompt_draw = rng.integers(0, n_seeds, size=(samples, n_seeds)), rng.integers(0, n_prompts, size=(samples, n_prompts))
+    means = matrix[seed_draw[:, :, None], prompt_draw[:, None, :]].mean(axis=(1, 2))
+    return _interval(means, float(matrix.mean()), n_seeds, n_prompts)
 
 
 def bootstrap_mean(rows: dict[int, list[float]], samples: int = 2000, seed: int = 0) -> Interval:
     """Mean accuracy over seeds and prompts, with a 95% interval from redrawing both."""
-    _, matrix = _matrix(rows)
-    n_seeds, n_prompts = matrix.shape
-    seed_draw, prompt_draw = _draws(n_seeds, n_prompts, samples, np.random.default_rng(seed))
-    means = matrix[seed_draw[:, :, None], prompt_draw[:, None, :]].mean(axis=(1, 2))
-    return _interval(means, float(matrix.mean()), n_seeds, n_prompts)
+    return _bootstrap(_matrix(rows)[1], samples, seed)
 
 
 def paired_difference(a: dict[int, list[float]], b: dict[int, list[float]], samples: int = 2000, seed: int = 0) -> Interval:
@@ -69,8 +70,4 @@ def paired_difference(a: dict[int, list[float]], b: dict[int, list[float]], samp
     _, right = _matrix({s: b[s] for s in common})
     if left.shape != right.shape:
         raise ValueError(f"the two arms were evaluated on different prompts ({left.shape[1]} vs {right.shape[1]})")
-    diff = left - right
-    n_seeds, n_prompts = diff.shape
-    seed_draw, prompt_draw = _draws(n_seeds, n_prompts, samples, np.random.default_rng(seed))
-    means = diff[seed_draw[:, :, None], prompt_draw[:, None, :]].mean(axis=(1, 2))
-    return _interval(means, float(diff.mean()), n_seeds, n_prompts)
+    return _bootstrap(left - right, samples, seed)

@@ -269,7 +269,8 @@ def test_teacher_answers_are_not_in_the_rollouts_judge_call_by_default():
     assert "rubric/teacher_score_mean" not in metrics
 
 
-def test_scored_teacher_answers_get_judge_calls_of_their_own_and_chunk_size_applies_to_both():
+def two_teacher_answers():
+    """handler(), except that the teacher gives two different answers, once."""
     answers = iter(["The answer is 42 because **", "sure, 42 because"])
     lock = threading.Lock()
     base = handler()
@@ -280,7 +281,11 @@ def test_scored_teacher_answers_get_judge_calls_of_their_own_and_chunk_size_appl
                 return Reply(content=[next(answers), next(answers)])
         return base(body)
 
-    with ScriptedServer(respond) as server:
+    return respond
+
+
+def test_scored_teacher_answers_get_judge_calls_of_their_own_and_chunk_size_applies_to_both():
+    with ScriptedServer(two_teacher_answers()) as server:
         judge = {**PUBLISHED_JUDGE, "score_teacher_answers": True, "chunk_size": 2}
         config = RunConfig.model_validate({"judge": judge, "training": {"num_generations": 4}})
         teacher = TeacherPool(scripted_client(server, "teacher"), num_answers=2)
@@ -296,17 +301,7 @@ def test_scored_teacher_answers_get_judge_calls_of_their_own_and_chunk_size_appl
 
 
 def test_published_recipe_judges_teacher_answers_and_rollouts_in_one_shuffled_call():
-    answers = iter(["The answer is 42 because **", "sure, 42 because"])
-    lock = threading.Lock()
-    base = handler()
-
-    def respond(body):
-        if "<<<BEGIN" not in user_text(body):
-            with lock:
-                return Reply(content=[next(answers), next(answers)])
-        return base(body)
-
-    with ScriptedServer(respond) as server:
+    with ScriptedServer(two_teacher_answers()) as server:
         config = RunConfig.model_validate({"judge": PUBLISHED_JUDGE, "training": {"num_generations": 4}})
         assert config.judge.score_teacher_answers == "in_call" and not config.judge.answer_evidence
         teacher = TeacherPool(scripted_client(server, "teacher"), num_answers=2)
