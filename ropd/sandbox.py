@@ -303,9 +303,10 @@ def _jail_args(settings: Settings, boot: list[str], seccomp_fd: int, info_fd: in
         _tool("bwrap"),
         *("--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"),
         *("--disable-userns", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox"),
-        *("--die-with-parent", "--new-session", *info, *file_view().args()),
-        *("--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev"),
-        *("--size", str(settings.disk_mb * 1024 * 1024), "--perms", "0700", "--tmpfs", WORKDIR, "--remount-ro", "/"),
+        *("--die-with-parent", "--new-session", *info),
+        # the tmpfs first, then the view: a bound path under /tmp (a venv in a checkout there) lands on top of it
+        *("--size", str(settings.disk_mb * 1024 * 1024), "--perms", "0700", "--tmpfs", WORKDIR, *file_view().args()),
+        *("--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev", "--remount-ro", "/"),
         *("--chdir", WORKDIR),
         *("--clearenv", *environment, "--seccomp", str(seccomp_fd), "--", *boot),
     ]
@@ -315,8 +316,8 @@ def _view_args(info_fd: int) -> list[str]:
     """As root: an outer bwrap that builds the file view, then `setpriv` drops to the unprivileged uid."""
     uid = str(SANDBOX_UID)
     return [
-        *(_tool("bwrap"), "--unshare-pid", "--die-with-parent", "--info-fd", str(info_fd), *file_view().args()),
-        *("--bind", "/proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"),
+        *(_tool("bwrap"), "--unshare-pid", "--die-with-parent", "--info-fd", str(info_fd), "--perms", "1777", "--tmpfs", "/tmp"),
+        *(*file_view().args(), "--bind", "/proc", "/proc", "--dev", "/dev"),
         *("--", _tool("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"),
     ]
 
