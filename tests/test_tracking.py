@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -62,3 +63,26 @@ def test_report_to_tensorboard_logs_a_sample_of_each_steps_rubric_groups(tmp_pat
         assert f"[{CRITERIA[0][1]}] {CRITERIA[0][0]}" in cells[3]
         assert len(cells[4].split(", ")) == 3  # a reward per rollout
         assert set(cells[5].split(", ")) <= {"yes", "no"} and len(cells[5].split(", ")) == 3  # the rows have reference answers
+
+
+def test_report_to_wandb_offline_logs_the_groups_as_a_table(tmp_path, monkeypatch):
+    """wandb in offline mode (no account, no network): each step's sampled groups are a wandb Table, written to the
+    offline run's media folder and read back."""
+    from ropd.testing.scripted_server import ScriptedServer
+
+    pytest.importorskip("wandb", reason="wandb is in the dev extra (make install)")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "run"
+    with ScriptedServer(Scripted()) as server:
+        values = settings(server, out, **{"training.report_to": ["wandb"], "training.log_groups": 1})
+        train(load_config(overrides=values))
+    tables = [json.loads(p.read_text()) for p in sorted((tmp_path / "wandb-dir").rglob(f"{TABLE_KEY}_*.table.json"))]
+    assert len(tables) == 2  # one table per step
+    assert sorted(table["data"][0][0] for table in tables) == [1, 2]
+    for table in tables:
+        assert table["columns"] == list(COLUMNS)
+        assert len(table["data"]) == 1  # 2 groups per step, sampled to 1
+        row = dict(zip(COLUMNS, table["data"][0], strict=True))
+        assert f"[{CRITERIA[0][1]}] {CRITERIA[0][0]}" in row["rubric"] and len(row["rewards"].split(", ")) == 3
