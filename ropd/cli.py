@@ -267,9 +267,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = overrides_from_args(args)
     config = load_config(train_config_path(args.config, overrides), overrides)
-    if args.dry_run:
+    if args.dry_run:  # the resolved config first: it shows even when the estimate cannot be made (an offline Hub dataset)
+        from ropd.config import dump_config
         from ropd.costs import print_estimate
 
+        out.print("# the resolved run config (defaults, then --config, then flags)", highlight=False)
+        out.print(dump_config(config), markup=False, highlight=False)
         print_estimate(dry_run(config), "estimated API usage (dry run: nothing was called)", stderr=False)
         return 0
     try:
@@ -314,8 +317,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="Print the estimated API calls, tokens and cost per role of this run (same config and flags) and exit: reads "
-        "the dataset and the student's tokenizer, renders the real rubricator and judge prompts, calls nothing.",
+        help="Print the resolved config, then the estimated API calls, tokens and cost per role of this run (same config "
+        "and flags), and exit: reads the dataset and the student's tokenizer, renders the real rubricator and judge "
+        "prompts, calls nothing.",
     )
     add_config_flags(p)
     p.set_defaults(func=cmd_train)

@@ -50,7 +50,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SANDBOX_UID = 65534  # nobody
-WORKDIR = "/tmp"
+TMP = "/tmp"  # a fresh size-limited tmpfs for each call
+# the call's working folder and HOME: an empty folder of its own inside that tmpfs, so a path the file view binds
+# under /tmp (a virtual environment in a checkout there) never shows up in it
+WORKDIR = "/tmp/.work"
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; `make install` does it when run as root)"
 DENIED_CALLS = (  # noqa: SIM905  refused with EPERM
     "unshare setns mount umount2 pivot_root chroot move_mount open_tree fsopen fsconfig fsmount fspick "
@@ -305,7 +308,8 @@ def _jail_args(settings: Settings, boot: list[str], seccomp_fd: int, info_fd: in
         *("--disable-userns", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox"),
         *("--die-with-parent", "--new-session", *info),
         # the tmpfs first, then the view: a bound path under /tmp (a venv in a checkout there) lands on top of it
-        *("--size", str(settings.disk_mb * 1024 * 1024), "--perms", "0700", "--tmpfs", WORKDIR, *file_view().args()),
+        *("--size", str(settings.disk_mb * 1024 * 1024), "--perms", "0700", "--tmpfs", TMP, *file_view().args()),
+        *("--perms", "0700", "--dir", WORKDIR),
         *("--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev", "--remount-ro", "/"),
         *("--chdir", WORKDIR),
         *("--clearenv", *environment, "--seccomp", str(seccomp_fd), "--", *boot),

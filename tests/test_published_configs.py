@@ -7,9 +7,13 @@ value, each of which the config must mark with a "not published" comment.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
+import yaml
 
 from ropd.config import CONFIGS_DIR, PUBLISHED_JUDGE, RunConfig, load_config
 
@@ -121,3 +125,18 @@ def test_the_published_configs_differ_from_the_defaults_where_the_papers_do():
     assert defaults.judge.chunk_size is not None and defaults.judge.consensus_criterion and defaults.judge.score_teacher_answers == "off"
     assert defaults.training.truncated_reward is not None and defaults.tools.max_iterations != 16
     assert defaults.training.num_generations != 16
+
+
+def test_the_dry_run_shows_the_published_values_even_when_the_dataset_is_out_of_reach(tmp_path):
+    """Offline, the published config's Hub dataset cannot be read: the resolved values still print, then an error
+    naming the dataset (exit 2), and nothing is written."""
+    command = [sys.executable, "-m", "ropd.cli", "train", "--config", str(CONFIGS_DIR / "ropd-published.yaml"), "--dry-run"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    done = subprocess.run([*command, "--output-dir", str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    shown = yaml.safe_load(done.stdout)
+    config = load_config(CONFIGS_DIR / "ropd-published.yaml")
+    assert shown["training"] == config.training.model_dump(mode="json")
+    assert shown["judge"]["score_teacher_answers"] == "in_call" and shown["data"]["dataset"] == config.data.dataset
+    assert config.data.dataset in done.stderr and "offline" in done.stderr.lower()
+    assert not (tmp_path / "run").exists()
