@@ -1,4 +1,4 @@
-"""Check that every figure in README.md names the committed file it comes from.
+"""Check that every figure in README.md and the docs pages (docs/*.md) names the committed file it comes from.
 
 A *figure* is a measured number: a number with a unit of time, size, rate or ratio (`2.1 min`, `27.3 s`,
 `35 ms`, `4.4 GB`, `40 tok/s`, `22.5%`, `2.6x`), a count out of a total (`16 of 46`, `0/12`), or a decimal
@@ -22,7 +22,10 @@ A path that does not exist does not cite anything and is reported. Text outside 
 at files outside the project (`/tmp/...`, `/home/...`, `/root/...`, `/work/...`). Every unit that breaks a
 rule is printed with its line number; the exit code is 1 when there is one, else 0.
 
-    .venv/bin/python experiments/check_readme_evidence.py [README.md]
+The same rules hold for every page in docs/ (the write-ups of the measurements live there); the generated
+references in docs/reference/ hold no measurements and are not read.
+
+    .venv/bin/python experiments/check_readme_evidence.py [FILE.md ...]   # default: README.md and docs/*.md
 """
 
 from __future__ import annotations
@@ -134,8 +137,9 @@ def context(units: list[Unit], index: int, tables: dict[int, list[Unit]]) -> lis
     return [before.text]
 
 
-def problems(markdown: str, root: Path = REPO) -> list[str]:
-    """One message per unit whose figures name no existing evidence, names a missing file, or points outside the project."""
+def problems(markdown: str, root: Path = REPO, name: str = "README.md") -> list[str]:
+    """One message per unit whose figures name no existing evidence, names a missing file, or points outside the project;
+    each message starts with `name:line`."""
     units, tables = parse(markdown)
     messages = []
     for index, unit in enumerate(units):
@@ -144,28 +148,47 @@ def problems(markdown: str, root: Path = REPO) -> list[str]:
         own_missing = evidence(unit.text, root)[1]
         shown = unit.text if len(unit.text) <= 160 else unit.text[:157] + "..."
         if own_missing:
-            messages.append(f"README.md:{unit.line}: names {', '.join(own_missing)}, which does not exist: {shown}")
+            messages.append(f"{name}:{unit.line}: names {', '.join(own_missing)}, which does not exist: {shown}")
         if outside := OUTSIDE.findall(INLINE_CODE.sub(lambda m: m.group(0).strip("`"), unit.text)):
-            messages.append(f"README.md:{unit.line}: points outside the project ({', '.join(outside)}): {shown}")
+            messages.append(f"{name}:{unit.line}: points outside the project ({', '.join(outside)}): {shown}")
         if rows and is_header_or_rule(unit, rows):
             continue
         found = figures(unit.text)
         if found and not cited:
             where = "the table's header, caption or next paragraph, " if rows else "the paragraph before, "
             messages.append(
-                f"README.md:{unit.line}: figures {', '.join(found[:6])} with no evidence in the text, {where}its headings: {shown}"
+                f"{name}:{unit.line}: figures {', '.join(found[:6])} with no evidence in the text, {where}its headings: {shown}"
             )
     return messages
 
 
+def pages(root: Path = REPO) -> list[Path]:
+    """The files checked by default: the README and every page directly in docs/."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def project_root(path: Path) -> Path:
+    """The folder whose experiments/results/ a file's citations are read from: the nearest one above it holding experiments/."""
+    for folder in path.resolve().parents:
+        if (folder / "experiments").is_dir():
+            return folder
+    return path.resolve().parent
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    readme = Path(args[0]) if args else REPO / "README.md"
-    found = problems(readme.read_text(encoding="utf-8"), readme.resolve().parent)
-    for message in found:
-        print(message)
-    print(f"{len(found)} problem(s) in {readme}" if found else f"every figure in {readme} names its evidence")
-    return 1 if found else 0
+    files = [Path(a) for a in args] if args else pages()
+    total = 0
+    for path in files:
+        root = project_root(path)
+        name = path.resolve().relative_to(root).as_posix() if path.resolve().is_relative_to(root) else str(path)
+        found = problems(path.read_text(encoding="utf-8"), root, name)
+        for message in found:
+            print(message)
+        total += len(found)
+    shown = ", ".join(str(f) for f in files) if len(files) <= 3 else f"{len(files)} files (README.md and docs/*.md)"
+    print(f"{total} problem(s) in {shown}" if total else f"every figure in {shown} names its evidence")
+    return 1 if total else 0
 
 
 if __name__ == "__main__":

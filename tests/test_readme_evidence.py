@@ -1,4 +1,4 @@
-"""experiments/check_readme_evidence.py: every figure in the README names the committed file it comes from."""
+"""experiments/check_readme_evidence.py: every figure in the README and the docs pages names the committed file it comes from."""
 
 from __future__ import annotations
 
@@ -95,3 +95,10 @@ def test_text_pointing_outside_the_project_is_reported(tmp_path):
 def test_the_readme_names_evidence_for_every_figure():
     result = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 0, result.stdout
+
+
+def test_the_docs_pages_are_checked_too_and_named_in_messages(tmp_path):
+    found = checker.problems("# Speed\n\nThe step took 3.2 s.\n", tmp_path, "docs/performance.md")
+    assert len(found) == 1 and found[0].startswith("docs/performance.md:3:")
+    checked = checker.pages()
+    assert checked[0].name == "README.md" and set(checked[1:]) == set((REPO / "docs").glob("*.md"))
