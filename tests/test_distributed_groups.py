@@ -249,7 +249,7 @@ def test_two_processes_share_one_local_teacher_server_and_score_every_group_once
     try:
         llama_server_binary()
     except ServeError as exc:
-        pytest.skip(f"llama.cpp's server is not built here: {exc}")
+        pytest.fail(f"llama.cpp's server is not built here (`make install` builds it): {exc}")
     scripted = Scripted()  # rubricator and judge; the teacher is the tiny random model behind ropd's own llama-server
     with ScriptedServer(scripted) as server:
         done = launch(tmp_path, server.base_url, "--local-teacher")

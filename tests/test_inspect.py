@@ -4,7 +4,6 @@ CPU bench; the pages opened in headless Chromium (filters, lazy-loaded groups, e
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -351,13 +350,11 @@ def test_report_of_a_real_run(real_run, tmp_path):
 
 
 def chromium() -> str:
-    """The Chromium binary; a skip with the reason when absent, a failure under CI (where .ci/run installs it)."""
+    """The Chromium binary; a failure naming the package when absent (`make test` installs it first: `make browser`)."""
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         if found := shutil.which(name):
             return found
-    if os.environ.get("CI"):
-        pytest.fail("Chromium is not installed: .ci/run installs it (apt-get install chromium) before `make test`")
-    pytest.skip("Chromium is not installed (apt-get install chromium); the browser checks need it")
+    pytest.fail("Chromium is not installed: `make browser` installs it (as root: apt-get install chromium); the browser checks need it")
 
 
 def browse(index: Path, fragment: str, profile: Path, screenshot: Path | None = None) -> str:

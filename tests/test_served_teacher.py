@@ -145,7 +145,7 @@ def test_llama_cpp_serves_no_prompt_log_probabilities_and_says_so(tmp_path):
         server = local_server("tiny-random-teacher", log_path=tmp_path / "serve.log", engine="llama.cpp")
         base_url = server.__enter__()
     except ServeError as exc:
-        pytest.skip(f"llama.cpp cannot serve here: {exc}")
+        pytest.fail(f"llama.cpp cannot serve here (`make install` builds its llama-server): {exc}")
     try:
         client = ServedTeacherLogprobs(EndpointConfig(model="tiny-random-teacher", base_url=base_url, max_retries=0))
         with pytest.raises(TeacherLogprobsError, match=r"llama\.cpp's llama-server cannot"):
