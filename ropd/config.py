@@ -27,7 +27,7 @@ CONFIGS_DIR = PACKAGE_DIR / "configs"
 DEFAULT_CONFIG = CONFIGS_DIR / "default.yaml"
 
 
-ServeEngine = Literal["auto", "llama.cpp", "vllm"]  # what serves a local model: see ropd.serve
+ServeEngine = Literal["auto", "llama.cpp", "vllm"]  # what serves a local model: see ropd.endpoints.serve
 
 
 class ConfigError(ValueError):
@@ -119,7 +119,7 @@ The published 4-12 criteria per rubric are JudgeConfig's defaults. `JudgeConfig(
 under `judge:` in a YAML config."""
 
 ORACLE = "oracle"
-"""judge.model that selects the analysis-only oracle reward (ropd/oracle.py)."""
+"""judge.model that selects the analysis-only oracle reward (ropd/reward/oracle.py)."""
 
 
 class JudgeConfig(EndpointConfig):
@@ -177,7 +177,7 @@ class JudgeConfig(EndpointConfig):
         default=0.0,
         ge=0.0,
         le=0.5,
-        description="judge.model 'oracle' only: flip each of the oracle's booleans with this probability (ropd/oracle.py).",
+        description="judge.model 'oracle' only: flip each of the oracle's booleans with this probability (ropd/reward/oracle.py).",
     )
     allow_oracle: bool = Field(
         default=False,
@@ -221,7 +221,7 @@ class JudgeConfig(EndpointConfig):
         "final-result target). A final-result target is met when the answer's extracted final answer equals it; another one "
         "when the answer's text contains it (numbers compared numerically, text after normalising case and whitespace). A "
         "target that is absent, malformed, unsafe, ungrounded or also in the question is dropped: the judge decides. Rules: "
-        "ropd/targets.py.",
+        "ropd/reward/targets.py.",
     )
     evidence_check: bool = Field(
         default=True,
@@ -493,7 +493,7 @@ class ModelAlias(_Section):
 
 
 def _default_prices() -> dict[str, Price]:
-    from ropd.prices import LIST_PRICES
+    from ropd.training.prices import LIST_PRICES
 
     return {model: Price(input=rates[0], output=rates[1]) for model, rates in LIST_PRICES.items()}
 
@@ -512,7 +512,7 @@ class RunConfig(_Section):
     prices: dict[str, Price] = Field(
         default_factory=_default_prices,
         description="Price table by model name (USD per million tokens), for cost estimates and output.max_cost_usd: the "
-        "shipped list prices (ropd/prices.py, with the month they were taken) plus what a config adds. A model missing "
+        "shipped list prices (ropd/training/prices.py, with the month they were taken) plus what a config adds. A model missing "
         "from it has its cost shown as unknown.",
     )
     models: dict[str, ModelAlias] = Field(default_factory=dict, description="Model aliases added to or overriding the built-in table.")

@@ -9,9 +9,9 @@ import random
 import pytest
 import torch
 
-from ropd.answers import extract_choice, extract_final_answer, is_correct, outcome_reward
 from ropd.cli import main
-from ropd.eval import EvalError, Sample, evaluate, pass_at_k, score
+from ropd.evaluation.eval import EvalError, Sample, evaluate, pass_at_k, score
+from ropd.reward.answers import extract_choice, extract_final_answer, is_correct, outcome_reward
 from ropd.types import PromptRow
 
 RG_SPEC = "reasoning-gym:gsm_symbolic?size=4&seed=1"
@@ -246,7 +246,7 @@ def test_outcome_reward_takes_strings_extra_columns_and_missing_references():
 
 @pytest.fixture(scope="module")
 def tiny():
-    from ropd.models import load_model, load_tokenizer
+    from ropd.endpoints.models import load_model, load_tokenizer
 
     return load_model("tiny-random"), load_tokenizer("tiny-random")
 

@@ -10,11 +10,11 @@ import time
 import pytest
 from scripted_pipeline import Scripted, settings
 
-import ropd.training
+import ropd.training.run
 from ropd.cli import main
 from ropd.config import load_config
-from ropd.preflight import EndpointError, check_endpoints, remote_endpoints
 from ropd.testing.scripted_server import Reply, ScriptedServer
+from ropd.training.preflight import EndpointError, check_endpoints, remote_endpoints
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,8 +28,8 @@ def no_model_load(monkeypatch):
         loads.append(name)
         raise AssertionError(f"loaded {name} before the endpoint check")
 
-    monkeypatch.setattr(ropd.training, "load_model", refuse)
-    monkeypatch.setattr(ropd.training, "load_tokenizer", refuse)
+    monkeypatch.setattr(ropd.training.run, "load_model", refuse)
+    monkeypatch.setattr(ropd.training.run, "load_tokenizer", refuse)
     return loads
 
 

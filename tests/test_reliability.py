@@ -23,14 +23,14 @@ import pytest
 from scripted_pipeline import REPO, ROLES, Scripted, kind_of, read_metrics, record_figure, settings, train_command, write_config
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
-from ropd.cache import ResultCache, canonical_json
 from ropd.cli import main
 from ropd.config import TrainingConfig, load_config
-from ropd.llm import LLMClient
+from ropd.endpoints.cache import ResultCache, canonical_json
+from ropd.endpoints.llm import LLMClient
 from ropd.testing.judge_scripts import user_text
 from ropd.testing.scripted_server import Reply, ScriptedServer
-from ropd.trainers import FailureGuard
-from ropd.training import train
+from ropd.training.run import train
+from ropd.training.trainers import FailureGuard
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -12,8 +12,8 @@ from scripted_pipeline import Scripted, settings, write_config
 
 from ropd.cli import main, train_config_path
 from ropd.config import DEFAULT_CONFIG, load_config
-from ropd.resume import RESUMABLE, changed_fields, resumable
 from ropd.testing.scripted_server import ScriptedServer
+from ropd.training.resume import RESUMABLE, changed_fields, resumable
 
 pytestmark = pytest.mark.timeout(300)
 

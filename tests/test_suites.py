@@ -10,8 +10,8 @@ import pytest
 
 from ropd.cli import main
 from ropd.data import DataError
-from ropd.eval import Sample, score
-from ropd.suites import CHOICE_INSTRUCTION, MATH_INSTRUCTION, PUBLISHED_PROTOCOL, load_suite
+from ropd.evaluation.eval import Sample, score
+from ropd.evaluation.suites import CHOICE_INSTRUCTION, MATH_INSTRUCTION, PUBLISHED_PROTOCOL, load_suite
 
 # Two rows per release, in its columns (the AIME 2024 release also carries solution and url, which are not read).
 RELEASES = {
