@@ -30,7 +30,7 @@ from types import SimpleNamespace
 
 from ropd.config import RunConfig
 from ropd.endpoints.cache import ResultCache
-from ropd.reward.rubric_reward import build_rubric_reward
+from ropd.reward.setup import build_rubric_reward
 from ropd.testing.judge_scripts import contains_rule, is_judge_request, judge_reply, rubric_json, user_text
 from ropd.testing.scripted_server import Reply, ScriptedServer
 from ropd.types import PromptRow

@@ -31,7 +31,7 @@ from bench_reward_latency import RESULTS, append_run, machine_state, slow_endpoi
 from ropd.config import RunConfig, load_config
 from ropd.data import load_prompts
 from ropd.endpoints.cache import ResultCache
-from ropd.reward.rubric_reward import build_rubric_reward
+from ropd.reward.setup import build_rubric_reward
 from ropd.training.run import train
 
 

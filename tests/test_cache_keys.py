@@ -13,7 +13,7 @@ from ropd.config import PUBLISHED_JUDGE, ModelAlias, load_config
 from ropd.endpoints.cache import ResultCache
 from ropd.endpoints.models import ensure_tiny_random, weights_fingerprint
 from ropd.endpoints.serve import local_identity
-from ropd.reward.rubric_reward import build_rubric_reward, judge_endpoint_for
+from ropd.reward.setup import build_rubric_reward, judge_endpoint_for
 from ropd.reward.teacher import TeacherError, build_teacher_pool
 from ropd.testing.judge_scripts import blocks, judge_reply, rubric_json, user_text
 from ropd.testing.scripted_server import Reply, ScriptedServer

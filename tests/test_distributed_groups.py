@@ -265,7 +265,7 @@ def test_a_local_server_that_fails_to_start_stops_every_process_with_its_error(t
     """Only the machine's first process starts the servers; when that fails, the others get its error, not a wait."""
     from contextlib import ExitStack
 
-    from ropd.reward.rubric_reward import serve_local_models
+    from ropd.reward.setup import serve_local_models
 
     shared = {"count": 2, "barrier": threading.Barrier(2, timeout=30), "slots": [None, None]}
     teacher = {"model": "smollm2-135m", "serve_engine": "vllm"}  # a packaged GGUF file, which vLLM cannot serve

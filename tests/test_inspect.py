@@ -119,7 +119,7 @@ def test_disagreement_is_a_wrong_rollout_scored_at_least_as_high_as_a_right_one(
 
 def test_group_record_of_a_scored_group_and_of_a_failed_one():
     from ropd.config import PUBLISHED_JUDGE, JudgeConfig
-    from ropd.reward.rubric_reward import GroupRun, group_record
+    from ropd.reward.groups import GroupRun, group_record
     from ropd.reward.scoring import score_verdicts
     from ropd.types import GroupScore, Rubric, Verdict
 

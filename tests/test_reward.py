@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from ropd.config import PUBLISHED_JUDGE, RunConfig
-from ropd.reward.rubric_reward import RubricReward, group_indices
+from ropd.reward.groups import group_indices
+from ropd.reward.rubric_reward import RubricReward
 from ropd.reward.teacher import TeacherPool
 from ropd.testing.judge_scripts import blocks, contains_rule, is_judge_request, judge_reply, rubric_json, scripted_client, user_text
 from ropd.testing.scripted_server import Reply, ScriptedServer
@@ -199,7 +200,7 @@ def test_prompts_without_an_id_column_are_grouped_by_their_messages():
 
 def test_build_rubric_reward_wires_clients_from_config_and_never_pays_twice(tmp_path):
     from ropd.endpoints.cache import ResultCache
-    from ropd.reward.rubric_reward import build_rubric_reward
+    from ropd.reward.setup import build_rubric_reward
 
     with ScriptedServer(handler()) as server:
         config = RunConfig.model_validate(

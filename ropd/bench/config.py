@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ropd.config import ConfigError, JudgeConfig, RunConfig
-from ropd.reward.rubric_reward import uses_rubric_reward
+from ropd.reward.setup import uses_rubric_reward
 
 Method = Literal["ropd", "opd", "sod", "grpo"]
 METHOD_LABELS = {"ropd": "rubric OPD", "opd": "logit OPD", "sod": "SOD", "grpo": "outcome GRPO"}

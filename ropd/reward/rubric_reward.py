@@ -1,6 +1,6 @@
 """The rubric reward: TRL's GRPOTrainer calls it with a batch of completions and gets one reward each.
 
-    reward = build_rubric_reward(config, prompts, cache)
+    reward = build_rubric_reward(config, prompts, cache)   # ropd.reward.setup
     GRPOTrainer(..., reward_funcs=[reward])
 
 Per prompt group: k teacher answers (cached) -> a rubric induced from teacher answers and student
@@ -18,11 +18,7 @@ teacher answers, rubric or verdicts failed after all retries gets None
 for every rollout (TRL skips it), never a silent 0. When the prompts carry reference answers, each
 call also logs how well the rewards separate correct from incorrect answers (quality/*); the
 references never touch the rewards. With `groups_log` set (training sets <output dir>/groups.jsonl), every
-call appends one JSON line per group (`group_record`) for `ropd inspect`.
-`serve_local_models` starts the loopback servers of a local teacher and judge for the duration of a run.
-
-Longer than 500 lines on purpose: most of it is `RubricReward`, whose parts (grouping, the exchange between processes,
-scoring, metrics, the group records) share one call's state; scoring itself is ropd.reward.scoring.
+call appends one JSON line per group (`ropd.reward.groups.group_record`) for `ropd inspect`.
 """
 
 from __future__ import annotations
@@ -30,32 +26,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import statistics
 import time
 from collections.abc import Iterable
-from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from rich.console import Console
-
-from ropd.config import ORACLE, EndpointConfig, JudgeConfig, RunConfig
+from ropd.config import ORACLE, RunConfig
 from ropd.data import prompt_id
 from ropd.endpoints.llm import LLMClient, LLMError
-from ropd.endpoints.models import is_local
-from ropd.endpoints.serve import local_identity
-from ropd.evaluation.quality import pair_counts, roc_auc
 from ropd.reward.answers import answer_text, completion_text, is_correct
-from ropd.reward.judge import judge_endpoint
+from ropd.reward.groups import GroupRun, ends_on_pending_tool_call, group_indices, group_record, quality_metrics, rollout_values, true_rate
 from ropd.reward.oracle import flip, oracle_met, oracle_rubric
 from ropd.reward.rubrics import RubricStore
 from ropd.reward.scoring import ScoredGroup, decision_counts, rubric_reward, score_group
-from ropd.reward.teacher import TeacherError, build_teacher_pool, needs_local_server
-from ropd.tools.toolbox import readable_trajectory, tool_rollout_text
-from ropd.training.distributed import Failure, Processes, exchange
-from ropd.types import Criterion, GroupScore, PromptRow, Rubric, Usage, Verdict
+from ropd.reward.teacher import TeacherError
+from ropd.tools.toolbox import tool_rollout_text
+from ropd.training.distributed import AccelerateProcesses, Failure, Processes, exchange
+from ropd.types import GroupScore, PromptRow, Usage
 
 PHASES = ("teacher", "rubric", "judge")
 # Per scored group, mean criteria decided by each source (ropd.reward.scoring), and targets dropped back to the judge.
@@ -68,44 +56,6 @@ DECISION_METRICS = {
 }
 
 log = logging.getLogger(__name__)
-console = Console(stderr=True)
-
-
-class OneProcess:
-    """A run on a single process: its gather returns the value it is given."""
-
-    index, count, local_index = 0, 1, 0
-
-    def gather(self, value: Any) -> list[Any]:
-        return [value]
-
-
-class AccelerateProcesses:
-    """The processes of the current accelerate launch (just this one without it), gathered through torch.distributed.
-
-    `local_index` is this process's index on its machine (0: the machine's first process). Made after the trainer's
-    arguments (TrainingArguments sets accelerate's state up; made before, the state may not see the launch)."""
-
-    def __init__(self) -> None:
-        from accelerate import PartialState
-
-        self._state = PartialState()
-        self.index: int = self._state.process_index
-        self.count: int = self._state.num_processes
-        self.local_index: int = self._state.local_process_index
-
-    def gather(self, value: Any) -> list[Any]:
-        if self.count == 1:
-            return [value]
-        from accelerate.utils import gather_object
-
-        device = self._state.device
-        if device.type == "cuda":  # TRL runs async rewards on a thread of their own, whose current GPU is not set
-            import torch
-
-            with torch.cuda.device(device):
-                return gather_object([value])
-        return gather_object([value])
 
 
 class PhaseError(Exception):
@@ -120,35 +70,6 @@ class TeacherAnswers(Protocol):
     """What the reward needs from a teacher pool."""
 
     async def answers(self, row: PromptRow) -> list[str]: ...
-
-
-@dataclass
-class GroupRun:
-    """One group's outcome plus what the logs need: which phase failed, seconds per phase, evidence."""
-
-    score: GroupScore
-    indices: list[int]
-    failed_phase: str | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
-    rubric_reused: bool = False
-    final_answers: list[str | None] = field(default_factory=list)
-    teacher_answers: list[str] = field(default_factory=list)
-    correct: list[bool] | None = None  # rollouts checked against the prompt's reference answer, when it has one
-    teacher_correct: list[bool] | None = None
-    scored: ScoredGroup | None = None  # how each criterion of the rollouts' rubric was decided
-    question: str = ""
-    rollouts: list[str] = field(default_factory=list)
-    rubric: Rubric | None = None  # the rubric as induced or reused, also when judging then failed
-    verdicts: list[Verdict] = field(default_factory=list)  # the judge's own verdicts, evidence fields included
-    truncated: list[bool] = field(default_factory=list)  # per rollout: cut off (no end token, or a tool call left unanswered)
-
-
-def group_indices(ids: list[str]) -> dict[str, list[int]]:
-    """Positions of each prompt id's completions, in order of first appearance."""
-    groups: dict[str, list[int]] = {}
-    for index, pid in enumerate(ids):
-        groups.setdefault(pid, []).append(index)
-    return groups
 
 
 def _prompt_row(pid: str, prompt: Any) -> PromptRow:
@@ -274,7 +195,7 @@ class RubricReward:
 
     def _finish(self, runs: list[GroupRun], step: int, trainer_state: Any, log_metric: Any, log_extra: Any, offset: int, count: int):
         """This process's rewards from every group's outcome; tallies, groups.jsonl (process 0) and metrics logged."""
-        rewards: list[float | None] = _mine(runs, lambda run: run.score.rewards, offset, count)
+        rewards: list[float | None] = rollout_values(runs, lambda run: run.score.rewards, offset, count)
         self.last_runs = runs
         self.last_group_scores = [run.score for run in runs]
         self._tally(runs)
@@ -284,7 +205,7 @@ class RubricReward:
             for name, value in self.metrics(runs).items():
                 log_metric(name, value)
         if log_extra is not None:
-            log_extra("judge_final_answer", _mine(runs, lambda run: run.final_answers, offset, count))
+            log_extra("judge_final_answer", rollout_values(runs, lambda run: run.final_answers, offset, count))
         return rewards
 
     def _share(self, scored: list[GroupRun], step: int, failure: Failure | None = None, error: Exception | None = None) -> list[GroupRun]:
@@ -456,7 +377,7 @@ class RubricReward:
         }
         cut = [c for r in runs for c in r.truncated]
         if cut:
-            out["rubric/truncated_rate"] = _mean(cut)
+            out["rubric/truncated_rate"] = true_rate(cut)
         if rewards:
             out["rubric/reward_mean"] = statistics.fmean(rewards)
             out["rubric/reward_std"] = statistics.pstdev(rewards)
@@ -518,229 +439,6 @@ class RubricReward:
         return usages
 
 
-def ends_on_pending_tool_call(completion: Any) -> bool:
-    """Whether a chat completion's last message is an assistant tool call that got no tool output after it."""
-    if not isinstance(completion, list) or not completion or not isinstance(completion[-1], dict):
-        return False
-    last = completion[-1]
-    return last.get("role", "assistant") == "assistant" and bool(last.get("tool_calls"))
-
-
-def _mine(runs: list[GroupRun], values: Any, offset: int, count: int) -> list[Any]:
-    """Per rollout of this process (batch positions offset .. offset + count - 1): the value `values(run)` gives it."""
-    out: list[Any] = [None] * count
-    for run in runs:
-        for index, value in zip(run.indices, values(run) or [None] * len(run.indices), strict=True):
-            if offset <= index < offset + count:
-                out[index - offset] = value
-    return out
-
-
-def quality_metrics(runs: list[GroupRun]) -> dict[str, float]:
-    """How well the rewards of groups with a reference answer separate correct from incorrect answers (see ropd.evaluation.quality).
-
-    quality/auc and quality/pairwise_acc (ties count as misses; quality/pairwise_ties is their share) rank the
-    rollouts; the *_with_teacher variants add the judged teacher answers to each group. Undefined values are left out.
-    """
-    labelled = [r for r in runs if r.correct is not None and r.score.rewards is not None]
-    if not labelled:
-        return {}
-    student = [(r.score.rewards or [], r.correct or []) for r in labelled]
-    out: dict[str, float] = {"quality/student_correct_rate": _mean([y for _, labels in student for y in labels])}
-    teacher_labels = [y for r in labelled for y in r.teacher_correct or []]
-    if teacher_labels:
-        out["quality/teacher_correct_rate"] = _mean(teacher_labels)
-    both = [
-        (scores + r.score.teacher_scores, labels + (r.teacher_correct or []))
-        for r, (scores, labels) in zip(labelled, student, strict=True)
-        if len(r.score.teacher_scores) == len(r.teacher_correct or [])
-    ]
-    for suffix, groups in (("", student), ("_with_teacher", both if teacher_labels else [])):
-        auc = roc_auc([s for scores, _ in groups for s in scores], [y for _, labels in groups for y in labels]) if groups else None
-        if auc is not None:
-            out[f"quality/auc{suffix}"] = auc
-        counts = pair_counts(groups)
-        if counts.pairs:
-            out[f"quality/pairwise_acc{suffix}"] = counts.wins / counts.pairs
-            out[f"quality/pairwise_ties{suffix}"] = counts.ties / counts.pairs
-    return out
-
-
-_URL_CREDENTIALS = re.compile(r"(\w+://)[^/\s@]+@")
-_BEARER = re.compile(r"(?i)\bbearer\s+\S+")
-_KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
-
-
-def redact(text: str) -> str:
-    """Text with URL credentials, bearer tokens and sk-... keys masked (error messages written to disk)."""
-    text = _URL_CREDENTIALS.sub(r"\1***@", text)
-    return _KEY_LIKE.sub("sk-***", _BEARER.sub("Bearer ***", text))
-
-
-def group_advantages(rewards: list[float] | None) -> list[float] | None:
-    """reward - group mean (before any scaling by the trainer); exactly 0 for a group without spread, None when failed."""
-    if not rewards:
-        return None
-    from ropd.training.trainers import ZERO_SPREAD_TOLERANCE  # imports TRL: only when training
-
-    if max(rewards) - min(rewards) <= ZERO_SPREAD_TOLERANCE:
-        return [0.0] * len(rewards)
-    mean = statistics.fmean(rewards)
-    return [r - mean for r in rewards]
-
-
-def group_record(run: GroupRun, step: int) -> dict[str, Any]:
-    """One group of one step as a JSON-ready dict (groups.jsonl): texts, rubric, verdicts, rewards, labels, error.
-
-    `verdicts` are the booleans that count (the scored rubric's criteria, code checks applied); `judge_verdicts`
-    the judge's own, with the evidence fields it copied (`evidence`). No keys or endpoint URLs are written.
-    """
-    score, scored = run.score, run.scored
-    rubric = score.rubric or run.rubric
-    return {
-        "step": step,
-        "prompt_id": score.prompt_id,
-        "question": run.question,
-        "teacher_answers": [readable_trajectory(t) for t in run.teacher_answers],
-        "rollouts": [readable_trajectory(t) for t in run.rollouts],
-        "rubric": rubric.model_dump(mode="json", exclude_none=True)["criteria"] if rubric is not None else None,
-        "decided_by": score.decided_by,
-        "verdicts": score.verdicts,
-        "judge_verdicts": [list(v.met) for v in run.verdicts] or None,
-        "evidence": [dict(verdict.model_extra or {}) for verdict in run.verdicts] or None,
-        "expected": scored.expected if scored is not None else None,
-        "consensus": scored.consensus if scored is not None else None,
-        "dropped_targets": scored.dropped_targets if scored is not None else {},
-        "rewards": score.rewards,
-        "truncated": run.truncated,
-        "advantages": group_advantages(score.rewards),
-        "correct": run.correct,
-        "teacher_correct": run.teacher_correct,
-        "teacher_scores": score.teacher_scores,
-        "rubric_reused": run.rubric_reused,
-        "seconds": {k: round(v, 3) for k, v in run.seconds.items()},
-        "failed_phase": run.failed_phase,
-        "error": redact(score.error) if score.error else None,
-    }
-
-
-def _mean(values: list[bool]) -> float:
-    return sum(values) / len(values) if values else 0.0
-
-
 def _evidence(extra: dict[str, Any] | None) -> str | None:
     value = (extra or {}).get("final_answer")
     return value if isinstance(value, str) else None
-
-
-def check_templates(cfg: JudgeConfig) -> None:
-    """Load and render the rubricator and judge templates once on a sample, so a missing file, an unknown variable
-    or a bad attribute stops a run before any model is loaded (TemplateError naming the file and the variable)."""
-    from ropd.reward.judge import verifier_messages
-    from ropd.reward.rubrics import rubric_messages
-
-    rubric_messages("What is 2 + 2?", ["4"], ["5"], cfg)
-    sample = Rubric(criteria=[Criterion(id="c1", text="The final answer is 4.", points=1)])
-    verifier_messages("What is 2 + 2?", sample, ["4", "5"], cfg)
-
-
-def judge_endpoint_for(config: RunConfig, base_url: str | None) -> tuple[EndpointConfig, str | None]:
-    """The judge endpoint, pointed at `base_url` when given (a local server), and its cache identity: for a local model,
-    a fingerprint of its weights and how it is served (`ropd.endpoints.serve.local_identity`), not the server's URL."""
-    endpoint = config.judge_endpoint()
-    if base_url is None:
-        return endpoint, None
-    if not is_local(endpoint.model, config.models):  # not a model ropd serves: keyed by the URL, as any endpoint
-        return endpoint.model_copy(update={"base_url": base_url}), None
-    served = endpoint
-    if endpoint.model == config.teacher.model and needs_local_server(config):  # one server per model, started for the teacher
-        served = config.teacher
-    identity = local_identity(endpoint.model, config.models, served.serve_dtype, served.serve_engine)
-    return endpoint.model_copy(update={"base_url": base_url}), identity
-
-
-def serve_local_models(config: RunConfig, stack: ExitStack, processes: Processes | None = None) -> dict[str, str]:
-    """Start one loopback server per local model the run talks to; return {"teacher"/"judge": base URL}.
-
-    With several processes (`processes`), only the first process of each machine starts them, and every other process
-    on that machine gets their URLs (a loopback server serves its own machine): one server per model per machine,
-    stopped when the first process's run stops. A server that fails to start stops every process with its error.
-    The config is left as it is: clients get these URLs with the model name as cache identity, since
-    a local server's port changes from run to run.
-    """
-    if not uses_rubric_reward(config) or config.judge.model == ORACLE:  # the oracle calls no model
-        return {}
-    processes = processes or OneProcess()
-    urls: dict[str, str] = {}
-    failure, error = None, None
-    if processes.local_index == 0:
-        try:
-            urls = _start_local_servers(config, stack)
-        except Exception as exc:
-            failure, error = Failure.of(exc, "starting the local servers", processes.index), exc
-    if processes.count == 1 and error is None:
-        return urls
-    shared = exchange(processes, urls, failure, error)
-    return shared[processes.index - processes.local_index]  # what this machine's first process started
-
-
-def _start_local_servers(config: RunConfig, stack: ExitStack) -> dict[str, str]:
-    """The loopback servers of this process: one per local model (the first role to ask picks its settings)."""
-    served: dict[str, str] = {}
-
-    def url_for(endpoint: EndpointConfig) -> str:
-        model = endpoint.model
-        if model not in served:
-            from ropd.endpoints.serve import local_server  # looked up when called, as in ropd.reward.teacher
-
-            console.print(f"starting a local OpenAI-compatible server for {model} ...")
-            log = Path(config.output.dir) / f"serve-{model.replace('/', '_')}.log"
-            server = local_server(model, models=config.models, log_path=log, dtype=endpoint.serve_dtype, engine=endpoint.serve_engine)
-            served[model] = stack.enter_context(server)
-        return served[model]
-
-    urls: dict[str, str] = {}
-    if needs_local_server(config):
-        urls["teacher"] = url_for(config.teacher)
-    judge = config.judge_endpoint()
-    if not judge.base_url and is_local(judge.model, config.models):
-        urls["judge"] = url_for(judge)
-    return urls
-
-
-def uses_rubric_reward(config: RunConfig) -> bool:
-    method = config.method
-    return method.name == "ropd" or (method.name == "sod" and method.sequence_reward == "rubric")
-
-
-def build_rubric_reward(
-    config: RunConfig,
-    prompts: dict[str, PromptRow] | Iterable[PromptRow],
-    cache: Any,
-    teacher_base_url: str | None = None,
-    judge_base_url: str | None = None,
-    groups_log: Path | None = None,
-) -> RubricReward:
-    """A RubricReward with its teacher pool and rubricator/judge clients built from the config.
-
-    Base URLs passed here (servers the trainer started on loopback) override the config's; their
-    cache identity is the model's weights fingerprint, since a local server's port changes from run to run.
-    `groups_log`: the groups.jsonl file each call appends its groups to (None: not written).
-    """
-    prompts = prompts if isinstance(prompts, dict) else {p.id: p for p in prompts}
-    if config.judge.model == ORACLE:  # decided by code from the reference solutions: no teacher, rubricator or judge calls
-        return RubricReward(config, None, None, None, prompts, groups_log=groups_log)
-    if teacher_base_url is not None and not needs_local_server(config):
-        config = config.model_copy(update={"teacher": config.teacher.model_copy(update={"base_url": teacher_base_url})})
-    teacher = build_teacher_pool(config, cache, local_base_url=teacher_base_url)
-    endpoint, identity = judge_endpoint_for(config, judge_base_url)
-    common = {
-        "cache": cache,
-        "prices": config.prices,
-        "max_reasks": config.judge.max_reasks,
-        "aliases": config.models,
-        "identity": identity,
-    }
-    rubric_client = LLMClient(endpoint, role="rubricator", **common)
-    judge_client = LLMClient(judge_endpoint(endpoint, config.judge), role="judge", **common)
-    return RubricReward(config, teacher, rubric_client, judge_client, prompts, groups_log=groups_log)

@@ -60,7 +60,7 @@ def price_for(endpoint: EndpointConfig, config: RunConfig) -> Price | None:
 
 def role_endpoints(config: RunConfig) -> dict[str, EndpointConfig]:
     """The endpoint of each role the run pays for: teacher, rubricator and judge with a rubric reward, none otherwise."""
-    from ropd.reward.rubric_reward import uses_rubric_reward
+    from ropd.reward.setup import uses_rubric_reward
 
     if not uses_rubric_reward(config):
         return {}

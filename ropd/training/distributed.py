@@ -69,3 +69,40 @@ def exchange(processes: Processes, value: Any, failure: Failure | None = None, e
         first = min(failures, key=lambda f: (f.at, f.process))
         raise ProcessFailureError(first, len(parts)) from (exc if first.process == processes.index else None)
     return [v for v, _ in parts]
+
+
+class OneProcess:
+    """A run on a single process: its gather returns the value it is given."""
+
+    index, count, local_index = 0, 1, 0
+
+    def gather(self, value: Any) -> list[Any]:
+        return [value]
+
+
+class AccelerateProcesses:
+    """The processes of the current accelerate launch (just this one without it), gathered through torch.distributed.
+
+    `local_index` is this process's index on its machine (0: the machine's first process). Made after the trainer's
+    arguments (TrainingArguments sets accelerate's state up; made before, the state may not see the launch)."""
+
+    def __init__(self) -> None:
+        from accelerate import PartialState
+
+        self._state = PartialState()
+        self.index: int = self._state.process_index
+        self.count: int = self._state.num_processes
+        self.local_index: int = self._state.local_process_index
+
+    def gather(self, value: Any) -> list[Any]:
+        if self.count == 1:
+            return [value]
+        from accelerate.utils import gather_object
+
+        device = self._state.device
+        if device.type == "cuda":  # TRL runs async rewards on a thread of their own, whose current GPU is not set
+            import torch
+
+            with torch.cuda.device(device):
+                return gather_object([value])
+        return gather_object([value])

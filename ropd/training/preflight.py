@@ -31,7 +31,7 @@ class EndpointError(ConfigError):
 
 def remote_endpoints(config: RunConfig) -> dict[str, EndpointConfig]:
     """role -> endpoint for every endpoint the run calls that ropd does not serve itself (one per distinct model and URL)."""
-    from ropd.reward.rubric_reward import uses_rubric_reward
+    from ropd.reward.setup import uses_rubric_reward
     from ropd.reward.teacher import needs_local_server
 
     if not uses_rubric_reward(config) or config.judge.model == ORACLE:  # the oracle calls no model

@@ -25,10 +25,10 @@ from ropd.config import ConfigError, RunConfig, dump_config
 from ropd.data import check_prompt_lengths, load_prompts, to_dataset
 from ropd.endpoints.models import ModelError, base_model_name, is_local, load_model, load_tokenizer, local_path, pick_dtype
 from ropd.reward.answers import outcome_reward
-from ropd.reward.rubric_reward import AccelerateProcesses, build_rubric_reward, check_templates, serve_local_models, uses_rubric_reward
+from ropd.reward.setup import build_rubric_reward, check_templates, serve_local_models, uses_rubric_reward
 from ropd.tools.toolbox import Toolbox, build_toolbox, chat_template_text
 from ropd.training.costs import RunEstimate, estimate_run, format_usd, known_cost, print_estimate, unpriced_models
-from ropd.training.distributed import ProcessFailureError
+from ropd.training.distributed import AccelerateProcesses, ProcessFailureError
 from ropd.training.opd import build_white_box_trainer, check_same_vocabulary
 from ropd.training.preflight import check_endpoints
 from ropd.training.resume import CONFIG_FILE, check_resume

@@ -15,7 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ropd.reward.rubric_reward import GroupRun
+from ropd.reward.groups import GroupRun
 
 TABLE_KEY = "rubric_groups"
 COLUMNS = ("step", "prompt_id", "question", "rubric", "rewards", "correct", "error")
