@@ -10,7 +10,8 @@ import json
 import pytest
 from scripted_pipeline import Scripted, settings, write_config
 
-from ropd.cli import main, train_config_path
+from ropd.cli import main
+from ropd.cli.train import train_config_path
 from ropd.config import DEFAULT_CONFIG, load_config
 from ropd.testing.scripted_server import ScriptedServer
 from ropd.training.resume import RESUMABLE, changed_fields, resumable
