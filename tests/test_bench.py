@@ -189,7 +189,8 @@ def test_mean_curve_averages_seeds_with_min_and_max():
 
 
 def test_headline_per_seed_shows_what_the_mean_curves_hide():
-    from ropd.bench.report import _per_seed_headline, headline, headline_by_seed
+    from ropd.bench.report import headline, headline_by_seed
+    from ropd.bench.results import _per_seed_headline
 
     by_method = {
         "opd": [finished_arm("opd", 0, [0.0, 0.4, 0.4]), finished_arm("opd", 1, [0.0, 0.2, 0.4])],

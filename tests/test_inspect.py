@@ -16,7 +16,8 @@ import pytest
 import yaml
 from scripted_pipeline import CRITERIA, REPO, Scripted, kind_of, record_figure, settings
 
-from ropd.report.inspect import build_report, group_row, reward_disagrees, safe_json
+from ropd.report.inspect import build_report, safe_json
+from ropd.report.records import group_row, reward_disagrees
 from ropd.testing.judge_scripts import blocks, user_text
 from ropd.testing.scripted_server import Reply, ScriptedServer
 

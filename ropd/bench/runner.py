@@ -44,9 +44,8 @@ from ropd.bench.report import (
     mean_curve,
     sample_efficiency_ratio,
     samples_to_reach,
-    write_results,
-    write_sweep,
 )
+from ropd.bench.results import write_results, write_sweep
 from ropd.config import ORACLE, ConfigError, RunConfig
 from ropd.data import load_prompts
 from ropd.types import PromptRow

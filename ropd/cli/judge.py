@@ -5,14 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from ropd.cli.common import (
-    add_llm_call_flags,
-    fail,
-    judge_config,
-    llm_client,
-    load_request,
-    print_json,
-)
+from ropd.cli.common import add_llm_call_flags, fail, judge_config, llm_client, load_request, print_json
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
