@@ -38,9 +38,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def _flag(name: str) -> dict[str, Any]:
-    """Field metadata giving a field a short command-line flag of its own."""
-    return {"flag": name}
+def _flag(name: str, old: str | None = None) -> dict[str, Any]:
+    """Field metadata giving a field a short command-line flag of its own (and its old spelling, kept for one release)."""
+    return {"flag": name, "old_flag": old} if old else {"flag": name}
 
 
 class EndpointConfig(_Section):
@@ -453,12 +453,16 @@ class OutputConfig(_Section):
     dir: str = Field(
         default="runs/default",
         description="Output directory: checkpoints, final model, metrics, resolved config.",
-        json_schema_extra=_flag("output-dir"),
+        json_schema_extra=_flag("output", old="output-dir"),
     )
     resume: bool = Field(
         default=False, description="Resume from the last checkpoint in the output directory.", json_schema_extra=_flag("resume")
     )
-    cache: str | None = Field(default=None, description="SQLite cache of API results (unset: <output dir>/cache.sqlite).")
+    cache: str | None = Field(
+        default=None,
+        description="SQLite cache of API results (unset: <output dir>/cache.sqlite).",
+        json_schema_extra=_flag("cache", old="output-cache"),
+    )
     max_cost_usd: float | None = Field(
         default=None,
         gt=0,
@@ -656,12 +660,19 @@ def _argparse_kwargs(annotation: Any) -> dict[str, Any]:
     return {}
 
 
-def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] = tuple(FLAG_SECTIONS)) -> None:
+def add_config_flags(
+    parser: argparse.ArgumentParser, sections: tuple[str, ...] = tuple(FLAG_SECTIONS), replaced: dict[str, str] | None = None
+) -> None:
     """Add one flag per config field (help text from the field) to an argparse parser.
 
     Values arrive as strings and pydantic converts them, so a flag and a YAML value are checked
-    by the same rules.
+    by the same rules. A field's old flag (`_flag(old=...)`) stays a deprecated spelling for one release; `replaced`
+    maps a field to a flag of the command that now sets it (e.g. `judge.model` -> `--model` in `ropd rubric`), which
+    makes the field's own flag a deprecated spelling of that one.
     """
+    from ropd.cli.deprecated import add_deprecated
+
+    replaced = replaced or {}
     for section in sections:
         model = RunConfig.model_fields[section].annotation
         group = parser.add_argument_group(f"{section} ({model.__doc__.strip().splitlines()[0]})")  # type: ignore[union-attr]
@@ -672,7 +683,13 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
                 kwargs["metavar"] = field.upper()
             default = info.get_default(call_default_factory=True)
             help_text = f"{info.description} (default: {default!r})"
+            if dotted in replaced:
+                add_deprecated(parser, flag_for(dotted), replaced[dotted])
+                continue
             group.add_argument(flag_for(dotted), dest=dotted, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"), **kwargs)
+            old = (info.json_schema_extra or {}).get("old_flag") if isinstance(info.json_schema_extra, dict) else None
+            if old:
+                add_deprecated(group, f"--{old}", flag_for(dotted))
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:

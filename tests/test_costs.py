@@ -65,7 +65,7 @@ def test_dry_run_prints_a_cost_table_with_no_network_call(tmp_path):
         env = {k: v for k, v in run_env().items() if k != "OPENAI_API_KEY"} | {"OPENAI_BASE_URL": server.base_url}
         command = [sys.executable, "-m", "ropd.cli", "train", "--dry-run", "--teacher", "gpt-4o", "--student", "qwen"]
         started = time.monotonic()
-        done = subprocess.run([*command, "--output-dir", str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=tmp_path)
+        done = subprocess.run([*command, "--output", str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=tmp_path)
         seconds = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     assert server.requests == [] and server.model_lists == 0  # not one request, not even the endpoint check

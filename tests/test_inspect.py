@@ -261,7 +261,7 @@ def test_a_bench_still_running_gets_a_page_from_its_arms(tmp_path):
 def test_cli_inspect(tmp_path):
     run = make_run(tmp_path / "run", known_groups(), steps=2)
     done = subprocess.run(
-        [sys.executable, "-m", "ropd.cli", "inspect", str(run), "--out", str(tmp_path / "r")], capture_output=True, text=True
+        [sys.executable, "-m", "ropd.cli", "inspect", str(run), "--output", str(tmp_path / "r")], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(tmp_path / "r" / "index.html")

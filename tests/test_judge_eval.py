@@ -298,7 +298,7 @@ def run_cli(tmp_path, server, capsys, *extra):
 
 def test_judge_eval_end_to_end_and_a_rerun_is_free(tmp_path, capsys):
     with ScriptedServer(scripted_judge) as server:
-        code, report, table = run_cli(tmp_path, server, capsys, "--json", str(tmp_path / "out.json"))
+        code, report, table = run_cli(tmp_path, server, capsys, "--output", str(tmp_path / "out.json"))
         requests = len(server.requests)
         code_again, again, _ = run_cli(tmp_path, server, capsys)
     assert code == code_again == 0

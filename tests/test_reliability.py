@@ -97,7 +97,7 @@ def test_teach_under_30_percent_faults_loses_nothing_and_counts_every_retry(tmp_
     faults = Faults(Scripted(), rate=0.3)
     command = [
         *(sys.executable, "-m", "ropd.cli", "teach", "--quiet", "--dataset", str(dataset), "--teacher", "scripted"),
-        *("--teacher-base-url", "BASE", "-k", "2", "--output-dir", str(out), "--teacher-seed", "0"),
+        *("--teacher-base-url", "BASE", "--num-teacher-answers", "2", "--output", str(out), "--teacher-seed", "0"),
         *("--teacher-timeout", "5", "--teacher-max-concurrency", "6"),
     ]
     with ScriptedServer(faults) as server:

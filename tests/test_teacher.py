@@ -141,7 +141,7 @@ def write_dataset(path: Path, count: int) -> Path:
 def teach_command(server: ScriptedServer, dataset: Path, out: Path, k: int = 3) -> list[str]:
     return [
         *(sys.executable, "-m", "ropd.cli", "teach", "--dataset", str(dataset), "--teacher", "scripted-teacher"),
-        *("--teacher-base-url", server.base_url, "-k", str(k), "--output-dir", str(out), "--teacher-seed", "0"),
+        *("--teacher-base-url", server.base_url, "--num-teacher-answers", str(k), "--output", str(out), "--teacher-seed", "0"),
         *("--teacher-max-concurrency", "2", "--teacher-timeout", "10"),
     ]
 

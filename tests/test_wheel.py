@@ -117,7 +117,7 @@ def test_the_wheel_installs_and_runs_from_another_folder(tmp_path):
             "--num-generations": "2",
             "--max-completion-length": "8",
             "--save-steps": "5",
-            "--output-dir": "run",
+            "--output": "run",
         }
         run([ropd, "train", *[part for pair in flags.items() for part in pair]], elsewhere, env, timeout=400)
     assert len(scripted.answered["rubric"]) == 1 and len(scripted.answered["judge"]) == 1

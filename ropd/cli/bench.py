@@ -9,6 +9,7 @@ from ropd.cli.common import (
     err,
     out,
 )
+from ropd.cli.deprecated import add_deprecated
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -20,7 +21,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """
     from ropd.bench.runner import load_bench_config, run_bench
 
-    overrides: dict[str, object] = {"output_dir": args.output_dir} if args.output_dir else {}
+    overrides: dict[str, object] = {"output_dir": args.output} if args.output else {}
     if args.seeds:
         overrides["seeds"] = [v.strip() for v in args.seeds.split(",") if v.strip()]  # checked by BenchConfig
     bench = load_bench_config(args.config, overrides)
@@ -41,7 +42,8 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--config", required=True, help="YAML bench config (see experiments/bench-cpu.yaml and ropd/bench/config.py's BenchConfig)."
     )
-    p.add_argument("--output-dir", help="Override the config's output_dir.")
+    p.add_argument("--output", metavar="DIR", help="Override the config's output_dir.")
+    add_deprecated(p, "--output-dir", "--output")
     p.add_argument(
         "--arms",
         "--methods",

@@ -110,7 +110,7 @@ def add_llm_call_flags(p: argparse.ArgumentParser, input_help: str) -> None:
     )
     p.add_argument("--timeout", type=float, help="Seconds before a request is abandoned and retried.")
     p.add_argument("--cache", metavar="FILE", help="SQLite result cache to read and write (default: none).")
-    add_config_flags(p, ("judge",))
+    add_config_flags(p, ("judge",), replaced={"judge.model": "--model", "judge.base_url": "--base-url"})
 
 
 def check_writable(path: Path) -> None:
@@ -120,9 +120,9 @@ def check_writable(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"--json {path}: cannot create its folder: {exc}") from None
+        raise ConfigError(f"--output {path}: cannot create its folder: {exc}") from None
     if path.is_dir() or not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ConfigError(f"--json {path}: not a writable file path")
+        raise ConfigError(f"--output {path}: not a writable file path")
 
 
 def at_least_one(value: str) -> int:

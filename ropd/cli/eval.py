@@ -13,6 +13,7 @@ from ropd.cli.common import (
     check_writable,
     err,
 )
+from ropd.cli.deprecated import add_deprecated
 from ropd.config import ConfigError
 from ropd.data import DataError
 
@@ -24,7 +25,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     `--protocol published` samples as ROPD reports (avg@16, temperature 1.0, top-p 0.95).
 
     Prints a summary table on stderr and the full result (per-prompt records included) as JSON on
-    stdout, or to --json FILE.
+    stdout, or to --output FILE.
     """
     from ropd.endpoints.models import is_local
     from ropd.evaluation.eval import EvalError, evaluate_path
@@ -37,8 +38,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not prompts:
         raise DataError(f"{args.dataset}: no prompts to evaluate")
     settings = {**_sampling(args), "k": args.k, "batch_size": args.batch_size}
-    if args.json:
-        check_writable(Path(args.json))
+    if args.output:
+        check_writable(Path(args.output))
     try:
         result = evaluate_path(
             args.model,
@@ -53,9 +54,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     err.print(_eval_table(result))
     text = result.model_dump_json(indent=2) + "\n"
-    if args.json:
-        Path(args.json).write_text(text)
-        err.print(f"result written to {args.json}", markup=False, highlight=False)
+    if args.output:
+        Path(args.output).write_text(text)
+        err.print(f"result written to {args.output}", markup=False, highlight=False)
     else:
         sys.stdout.write(text)
     return 0
@@ -138,5 +139,6 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="Generation engine (auto: vLLM when installed with a GPU).",
     )
-    p.add_argument("--json", metavar="OUT", help="Write the JSON result to this file instead of stdout.")
+    p.add_argument("--output", metavar="FILE", help="Write the JSON result to this file instead of stdout.")
+    add_deprecated(p, "--json", "--output")
     p.set_defaults(func=cmd_eval)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from ropd.cli.common import add_llm_call_flags, fail, judge_config, llm_client, load_request, print_json
+from ropd.cli.deprecated import add_deprecated
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
@@ -23,7 +24,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     client = llm_client(cfg, "judge", args.cache, aliases)
     answers_only = cfg.model_copy(update={"score_teacher_answers": "off"})  # the teacher answers ground the checks only
     group = score_group(
-        request.question, request.teacher_answers, request.answers, answers_only, None, client, seed=args.seed, rubric=request.rubric
+        request.question, request.teacher_answers, request.answers, answers_only, None, client, seed=args.group, rubric=request.rubric
     )
     outcome = asyncio.run(group)
     if outcome.error is not None or outcome.scored is None:
@@ -48,5 +49,12 @@ def add_judge(sub: argparse._SubParsersAction) -> None:
         'JSON file: {"question": str, "rubric": {"criteria": [...]}, "answers": [str], "teacher_answers": [str] (optional: they '
         "ground verifiable targets and give the consensus answer)}.",
     )
-    p.add_argument("--seed", default="0", help="Seed of the answers' shuffle (training uses PROMPT_ID:STEP, e.g. gsm-3:12; default: 0).")
+    p.add_argument(
+        "--group",
+        default="0",
+        metavar="PROMPT_ID:STEP",
+        help="Key of the answers' shuffle: training shuffles a group's answers by PROMPT_ID:STEP, so one reproduces that group's order "
+        "(e.g. gsm-3:12; default: 0).",
+    )
+    add_deprecated(p, "--seed", "--group")  # --seed is an integer everywhere else
     p.set_defaults(func=cmd_judge)

@@ -15,6 +15,7 @@ from ropd.cli.common import (
     fail,
     print_json,
 )
+from ropd.cli.deprecated import add_deprecated
 from ropd.config import ConfigError
 from ropd.data import DataError
 
@@ -53,8 +54,8 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--mode: unknown mode(s) {', '.join(bad)}; choose from {', '.join(MODES)}")
     if not args.labelled and not args.dataset:
         raise ConfigError("pass --dataset SPEC (answers are generated and labelled) or --labelled FILE (a saved labelled set)")
-    if args.json:
-        check_writable(Path(args.json))
+    if args.output:
+        check_writable(Path(args.output))
     cache_file = Path(args.cache) if args.cache else ropd_home() / "judge_eval.sqlite"
     labelled = load_labelled_set(args.labelled) if args.labelled else None
     try:
@@ -96,9 +97,9 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
         return fail(exc)
     err.print(_judge_eval_table(report))
     print_json(report)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
-        err.print(f"result written to {args.json}", markup=False, highlight=False)
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+        err.print(f"result written to {args.output}", markup=False, highlight=False)
     return 0
 
 
@@ -146,8 +147,10 @@ def add_judge_eval(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dataset", help="Prompts with reference answers: a file or reasoning-gym:TASK?size=N&seed=S (use held-out seeds).")
     p.add_argument("--mode", help="Judging mode(s), comma-separated: group, single, consistency (default: the config's judge.mode).")
-    p.add_argument("-n", "--items", type=at_least_one, help="Judge at most this many items (after dropping unusable prompts).")
-    p.add_argument("--json", metavar="OUT", help="Also write the JSON report to this file.")
+    p.add_argument("--items", type=at_least_one, help="Judge at most this many items (after dropping unusable prompts).")
+    add_deprecated(p, "-n", "--items")  # -n is samples per prompt in `ropd eval`
+    p.add_argument("--output", metavar="FILE", help="Also write the JSON report to this file.")
+    add_deprecated(p, "--json", "--output")
     p.add_argument("--config", help="YAML run config whose judge section is measured; flags override it.")
     p.add_argument(
         "--generators",

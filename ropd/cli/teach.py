@@ -9,6 +9,7 @@ import sys
 from ropd.cli.common import (
     err,
 )
+from ropd.cli.deprecated import add_deprecated
 
 
 def cmd_teach(args: argparse.Namespace) -> int:
@@ -43,7 +44,7 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
         "teach", help="Fetch k teacher answers per prompt into the cache (prints a JSON summary).", description=cmd_teach.__doc__
     )
     p.add_argument("--config", help="YAML run config; flags override its values.")
-    p.add_argument("-k", dest="teacher.num_answers", default=argparse.SUPPRESS, metavar="K", help="Short for --num-teacher-answers.")
     p.add_argument("--quiet", action="store_true", help="No progress bar.")
     add_config_flags(p, ("teacher", "data", "output"))
+    add_deprecated(p, "-k", "--num-teacher-answers")  # -k is pass@k in `ropd eval`
     p.set_defaults(func=cmd_teach)

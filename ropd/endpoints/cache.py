@@ -164,7 +164,7 @@ class ResultCache:
         return CacheError(
             f"cache file {self.path} {what}. It was left untouched: it may hold paid results. "
             f"Move it aside to start a fresh cache (results in it will be fetched again), or point "
-            f"--output-cache at another file."
+            f"--cache at another file."
         )
 
     def _check_header(self) -> None:

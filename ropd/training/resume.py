@@ -83,8 +83,8 @@ def check_resume(config: RunConfig, out: Path) -> None:
     if changed:
         raise ConfigError(
             f"--resume: the config differs from the one {out} was started with ({path}) in: {', '.join(changed)}. "
-            f"Resume with that config (`ropd train --resume --output-dir {out}` reads it), or start a new run in another "
-            f"--output-dir. A resumed run may change only prices and: {', '.join(sorted(RESUMABLE))}"
+            f"Resume with that config (`ropd train --resume --output {out}` reads it), or start a new run in another "
+            f"--output. A resumed run may change only prices and: {', '.join(sorted(RESUMABLE))}"
         )
 
 

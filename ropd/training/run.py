@@ -158,7 +158,7 @@ def prepare_output_dir(config: RunConfig) -> tuple[Path, Path | None]:
     if checkpoint is not None and not config.output.resume:
         raise TrainingError(
             f"{out} already holds {checkpoint.name}; pass --resume to continue that run (with no --config it continues the "
-            f"run's saved config) or choose another --output-dir"
+            f"run's saved config) or choose another --output"
         )
     if config.output.resume and checkpoint is None:
         console.print(f"--resume: no checkpoint in {out} yet, starting a new run from step 0")
