@@ -7,6 +7,7 @@ Imports are read with `ast`, every one of them: at the top of a module, inside f
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ropd"
@@ -120,3 +121,22 @@ def test_every_subpackage_says_what_it_holds():
         assert exported, f"{init} has no __all__"
         for name in ast.literal_eval(exported[0].value):
             assert (init.parent / f"{name}.py").is_file() or (init.parent / name).is_dir() or name in init.read_text(), (init, name)
+
+
+def test_the_readme_and_docs_name_only_modules_that_exist_and_every_subpackage():
+    repo = PACKAGE.parent
+    texts = {
+        path: path.read_text(encoding="utf-8") for path in [repo / "README.md", *sorted((repo / "docs").glob("*.md"))] if path.is_file()
+    }
+    stale = sorted(
+        {
+            f"{path.name}: {name}"
+            for path, text in texts.items()
+            for name in re.findall(r"\bropd/[\w/]+\.py\b", text)
+            if not (repo / name).is_file()
+        }
+    )
+    assert stale == []
+    readme = texts[repo / "README.md"]
+    unnamed = [init.parent.name for init in sorted(PACKAGE.glob("*/__init__.py")) if f"ropd/{init.parent.name}/" not in readme]
+    assert unnamed == []
