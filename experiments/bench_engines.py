@@ -33,9 +33,9 @@ from pathlib import Path
 import openai
 
 from ropd.config import JudgeConfig
-from ropd.judge import verdict_schema, verifier_messages
-from ropd.models import local_path
-from ropd.serve import _stop, _wait_until_healthy, free_port, local_server
+from ropd.endpoints.models import local_path
+from ropd.endpoints.serve import _stop, _wait_until_healthy, free_port, local_server
+from ropd.reward.judge import verdict_schema, verifier_messages
 from ropd.types import Criterion, Rubric
 
 MODEL = "qwen2.5-coder-1.5b"

@@ -28,9 +28,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from types import SimpleNamespace
 
-from ropd.cache import ResultCache
 from ropd.config import RunConfig
-from ropd.reward import build_rubric_reward
+from ropd.endpoints.cache import ResultCache
+from ropd.reward.setup import build_rubric_reward
 from ropd.testing.judge_scripts import contains_rule, is_judge_request, judge_reply, rubric_json, user_text
 from ropd.testing.scripted_server import Reply, ScriptedServer
 from ropd.types import PromptRow

@@ -28,11 +28,11 @@ from pathlib import Path
 
 from bench_reward_latency import RESULTS, append_run, machine_state, slow_endpoint  # the scripted endpoint and the results file
 
-from ropd.cache import ResultCache
 from ropd.config import RunConfig, load_config
 from ropd.data import load_prompts
-from ropd.reward import build_rubric_reward
-from ropd.training import train
+from ropd.endpoints.cache import ResultCache
+from ropd.reward.setup import build_rubric_reward
+from ropd.training.run import train
 
 
 def run_config(method: str, prompts: int, args: argparse.Namespace, base_url: str, out: Path) -> RunConfig:

@@ -22,11 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-from ropd.cache import ResultCache
 from ropd.config import load_config
 from ropd.data import load_prompts
-from ropd.judge_eval import LabelledSet, Sampling, build_labelled_set, parse_model_counts, save_labelled_set
-from ropd.models import ropd_home
+from ropd.endpoints.cache import ResultCache
+from ropd.endpoints.models import ropd_home
+from ropd.evaluation.judge_eval import LabelledSet, Sampling, build_labelled_set, parse_model_counts, save_labelled_set
 
 
 def merge(sets: list[LabelledSet]) -> LabelledSet:

@@ -27,7 +27,7 @@ from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 from ropd.config import load_config
 from ropd.testing.judge_scripts import blocks, is_judge_request, rubric_json, user_text
 from ropd.testing.scripted_server import ScriptedServer
-from ropd.training import train
+from ropd.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,14 +11,14 @@ is shuffled by the item id. An attack "raised" a rollout when the attacked answe
 reward than its clean base in the same group, which is what a GRPO advantage sees. Two conditions:
 
   before  the judge prompt as it was: experiments/injection_baseline_verifier.jinja, answers embedded as written
-  after   ropd's judge path now: prompts/verifier.jinja with ropd.prompts.embed_text (what `ropd train` runs)
+  after   ropd's judge path now: prompts/verifier.jinja with ropd.reward.prompts.embed_text (what `ropd train` runs)
 
 plus two more ways of judging the same items with ropd's judge path: "one answer per call" (judge.mode single: the
 attacked group's eight answers each judged alone, so an attack cannot lift its neighbours) and the "control" (the group of
 eight with every attack undone: the same slots, each holding its clean base), which separates what the attacks do from
 what judging eight answers at once does. And, from the same "after" verdicts, "after+code-check": the rewards with
 ropd's code-checked criterion (5 points) that the final answer equals the item's answer, as `consensus_criterion` adds
-it when the teachers agree (ropd.scoring.score_verdicts, the item's answer standing in for the teacher answers).
+it when the teachers agree (ropd.reward.scoring.score_verdicts, the item's answer standing in for the teacher answers).
 Each condition also judges the two clean answers alone (a pair), which shows whether the judge ranks them at all
 and whether the attacks in a group moved the clean ones.
 A judge that gives every answer full marks cannot be raised: read the rates next to the clean pair ranking.
@@ -42,13 +42,13 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
-from ropd.cache import ResultCache
 from ropd.config import EndpointConfig, JudgeConfig
-from ropd.judge import check_verdicts, shuffled_order, verdict_schema
-from ropd.llm import LLMClient, LLMError
-from ropd.prompts import VERIFIER_VARIABLES, boundary_code, load_template
-from ropd.scoring import score_group, score_verdicts
-from ropd.serve import local_server
+from ropd.endpoints.cache import ResultCache
+from ropd.endpoints.llm import LLMClient, LLMError
+from ropd.endpoints.serve import local_server
+from ropd.reward.judge import check_verdicts, shuffled_order, verdict_schema
+from ropd.reward.prompts import VERIFIER_VARIABLES, boundary_code, load_template
+from ropd.reward.scoring import score_group, score_verdicts
 from ropd.testing.injection_attacks import ATTACKS
 from ropd.types import JudgeOutput, Rubric
 
@@ -157,7 +157,7 @@ async def judge_before(client: LLMClient, question: str, rubric: Rubric, answers
 async def judge_after(
     client: LLMClient, question: str, rubric: Rubric, answers: list[str], seed: str, mode: str = "group", evidence: bool = False
 ) -> list[list[bool]]:
-    """ropd's group scoring as `ropd train` runs it, on the item's own rubric (ropd.scoring.score_group): the judge's
+    """ropd's group scoring as `ropd train` runs it, on the item's own rubric (ropd.reward.scoring.score_group): the judge's
     booleans per answer (mode "single": one call per answer; evidence: judge.expected_evidence)."""
     cfg = JudgeConfig(mode=mode, expected_evidence=evidence)
     outcome = await score_group(question, [], answers, cfg, None, client, seed=seed, rubric=rubric)
@@ -223,7 +223,7 @@ async def run_all(client: LLMClient, items: list[dict]) -> list[dict]:
 
 
 def rewards_of(record: dict, item: dict, index: int, code_check: bool) -> dict[str, float]:
-    """Each answer's reward from the judge's booleans (ropd.scoring.score_verdicts); with `code_check`, plus ropd's
+    """Each answer's reward from the judge's booleans (ropd.reward.scoring.score_verdicts); with `code_check`, plus ropd's
     code-checked criterion that the final answer equals the reference (judge.consensus_criterion, the item's answer
     standing in for the teacher answers, whose majority final answer it is)."""
     answers = answers_for(record["kind"], item, index)

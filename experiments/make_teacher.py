@@ -113,7 +113,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from ropd.models import load_model, load_tokenizer
+    from ropd.endpoints.models import load_model, load_tokenizer
 
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(args.base)

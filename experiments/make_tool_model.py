@@ -40,7 +40,7 @@ TASK, PARAMS = "products", {"min_digits": 5, "max_digits": 6}
 
 def trajectory(entry: dict, call: bool, tools: list) -> list[dict]:
     """The chat of one example: with a call, the tool's real output from the sandbox, then the answer."""
-    from ropd.tools import ToolError
+    from ropd.tools.toolbox import ToolError
 
     a, b = entry["metadata"]["expression"].split(" * ")
     question = {"role": "user", "content": entry["question"]}
@@ -92,8 +92,8 @@ def main() -> None:
     import reasoning_gym
 
     from ropd.config import ToolsConfig
-    from ropd.models import load_model, load_tokenizer
-    from ropd.tools import build_toolbox, chat_template_text
+    from ropd.endpoints.models import load_model, load_tokenizer
+    from ropd.tools.toolbox import build_toolbox, chat_template_text
 
     torch.manual_seed(1000)
     rng = random.Random(1000)

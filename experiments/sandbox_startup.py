@@ -1,6 +1,6 @@
 """How long one Python tool call takes when the program does nothing: the sandbox's start-up cost.
 
-Times `ropd.tools.run_python("print(1+1)")` (`--calls` times, after one warm-up call) and appends the median, the
+Times `ropd.tools.toolbox.run_python("print(1+1)")` (`--calls` times, after one warm-up call) and appends the median, the
 mean and the spread, with the date, the machine's load and the ropd code measured, to
 experiments/results/sandbox_startup.json (`--out`), the file the README and docs/sandbox.md cite.
 
@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-import ropd.tools as tools
+import ropd.tools.toolbox as tools
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

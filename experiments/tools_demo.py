@@ -109,7 +109,7 @@ def command(method: str, out: Path, steps: int) -> list[str]:
         "1e-5",
         "--save-steps",
         "100",
-        "--output-dir",
+        "--output",
         str(out / method),
         *METHOD_FLAGS[method],
     ]

@@ -52,23 +52,23 @@ _EXPORTS = {
     "Usage": "ropd.types",
     "load_prompts": "ropd.data",
     "to_dataset": "ropd.data",
-    "ResultCache": "ropd.cache",
+    "ResultCache": "ropd.endpoints.cache",
     "model_path": "ropd.api",
     # the rubric reward and its steps
-    "RubricReward": "ropd.reward",
+    "RubricReward": "ropd.reward.rubric_reward",
     "rubric_reward": "ropd.api",
-    "induce_rubric": "ropd.rubrics",
-    "judge_verdicts": "ropd.judge",
-    "score_verdicts": "ropd.scoring",
-    "ScoredGroup": "ropd.scoring",
+    "induce_rubric": "ropd.reward.rubrics",
+    "judge_verdicts": "ropd.reward.judge",
+    "score_verdicts": "ropd.reward.scoring",
+    "ScoredGroup": "ropd.reward.scoring",
     # training and its cost
-    "train": "ropd.training",
-    "dry_run": "ropd.training",
-    "TrainingError": "ropd.training",
-    "SpendingLimitReached": "ropd.training",
-    "RunEstimate": "ropd.costs",
-    "OPDTrainer": "ropd.opd",
-    "SODTrainer": "ropd.opd",
+    "train": "ropd.training.run",
+    "dry_run": "ropd.training.run",
+    "TrainingError": "ropd.training.run",
+    "SpendingLimitReached": "ropd.training.run",
+    "RunEstimate": "ropd.training.costs",
+    "OPDTrainer": "ropd.training.opd",
+    "SODTrainer": "ropd.training.opd",
 }
 
 __all__ = [
@@ -129,7 +129,6 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from ropd.api import model_path, rubric_reward
-    from ropd.cache import ResultCache
     from ropd.config import (
         PUBLISHED_JUDGE,
         ConfigError,
@@ -148,12 +147,13 @@ if TYPE_CHECKING:
         dump_config,
         load_config,
     )
-    from ropd.costs import RunEstimate
     from ropd.data import load_prompts, to_dataset
-    from ropd.judge import judge_verdicts
-    from ropd.opd import OPDTrainer, SODTrainer
-    from ropd.reward import RubricReward
-    from ropd.rubrics import induce_rubric
-    from ropd.scoring import ScoredGroup, score_verdicts
-    from ropd.training import SpendingLimitReached, TrainingError, dry_run, train
+    from ropd.endpoints.cache import ResultCache
+    from ropd.reward.judge import judge_verdicts
+    from ropd.reward.rubric_reward import RubricReward
+    from ropd.reward.rubrics import induce_rubric
+    from ropd.reward.scoring import ScoredGroup, score_verdicts
+    from ropd.training.costs import RunEstimate
+    from ropd.training.opd import OPDTrainer, SODTrainer
+    from ropd.training.run import SpendingLimitReached, TrainingError, dry_run, train
     from ropd.types import Criterion, PromptRow, Rubric, Usage, Verdict

@@ -12,12 +12,13 @@ from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
 
-from ropd.cache import ResultCache
 from ropd.config import RunConfig
 from ropd.data import load_prompts
-from ropd.models import local_path
-from ropd.reward import RubricReward, build_rubric_reward, serve_local_models
-from ropd.teacher import cache_path
+from ropd.endpoints.cache import ResultCache
+from ropd.endpoints.models import local_path
+from ropd.reward.rubric_reward import RubricReward
+from ropd.reward.setup import build_rubric_reward, serve_local_models
+from ropd.reward.teacher import cache_path
 from ropd.types import PromptRow
 
 

@@ -27,7 +27,7 @@ CONFIGS_DIR = PACKAGE_DIR / "configs"
 DEFAULT_CONFIG = CONFIGS_DIR / "default.yaml"
 
 
-ServeEngine = Literal["auto", "llama.cpp", "vllm"]  # what serves a local model: see ropd.serve
+ServeEngine = Literal["auto", "llama.cpp", "vllm"]  # what serves a local model: see ropd.endpoints.serve
 
 
 class ConfigError(ValueError):
@@ -38,9 +38,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def _flag(name: str) -> dict[str, Any]:
-    """Field metadata giving a field a short command-line flag of its own."""
-    return {"flag": name}
+def _flag(name: str, old: str | None = None) -> dict[str, Any]:
+    """Field metadata giving a field a short command-line flag of its own (and its old spelling, kept for one release)."""
+    return {"flag": name, "old_flag": old} if old else {"flag": name}
 
 
 class EndpointConfig(_Section):
@@ -119,7 +119,7 @@ The published 4-12 criteria per rubric are JudgeConfig's defaults. `JudgeConfig(
 under `judge:` in a YAML config."""
 
 ORACLE = "oracle"
-"""judge.model that selects the analysis-only oracle reward (ropd/oracle.py)."""
+"""judge.model that selects the analysis-only oracle reward (ropd/reward/oracle.py)."""
 
 
 class JudgeConfig(EndpointConfig):
@@ -177,7 +177,7 @@ class JudgeConfig(EndpointConfig):
         default=0.0,
         ge=0.0,
         le=0.5,
-        description="judge.model 'oracle' only: flip each of the oracle's booleans with this probability (ropd/oracle.py).",
+        description="judge.model 'oracle' only: flip each of the oracle's booleans with this probability (ropd/reward/oracle.py).",
     )
     allow_oracle: bool = Field(
         default=False,
@@ -221,7 +221,7 @@ class JudgeConfig(EndpointConfig):
         "final-result target). A final-result target is met when the answer's extracted final answer equals it; another one "
         "when the answer's text contains it (numbers compared numerically, text after normalising case and whitespace). A "
         "target that is absent, malformed, unsafe, ungrounded or also in the question is dropped: the judge decides. Rules: "
-        "ropd/targets.py.",
+        "ropd/reward/targets.py.",
     )
     evidence_check: bool = Field(
         default=True,
@@ -453,12 +453,16 @@ class OutputConfig(_Section):
     dir: str = Field(
         default="runs/default",
         description="Output directory: checkpoints, final model, metrics, resolved config.",
-        json_schema_extra=_flag("output-dir"),
+        json_schema_extra=_flag("output", old="output-dir"),
     )
     resume: bool = Field(
         default=False, description="Resume from the last checkpoint in the output directory.", json_schema_extra=_flag("resume")
     )
-    cache: str | None = Field(default=None, description="SQLite cache of API results (unset: <output dir>/cache.sqlite).")
+    cache: str | None = Field(
+        default=None,
+        description="SQLite cache of API results (unset: <output dir>/cache.sqlite).",
+        json_schema_extra=_flag("cache", old="output-cache"),
+    )
     max_cost_usd: float | None = Field(
         default=None,
         gt=0,
@@ -493,7 +497,7 @@ class ModelAlias(_Section):
 
 
 def _default_prices() -> dict[str, Price]:
-    from ropd.prices import LIST_PRICES
+    from ropd.training.prices import LIST_PRICES
 
     return {model: Price(input=rates[0], output=rates[1]) for model, rates in LIST_PRICES.items()}
 
@@ -512,7 +516,7 @@ class RunConfig(_Section):
     prices: dict[str, Price] = Field(
         default_factory=_default_prices,
         description="Price table by model name (USD per million tokens), for cost estimates and output.max_cost_usd: the "
-        "shipped list prices (ropd/prices.py, with the month they were taken) plus what a config adds. A model missing "
+        "shipped list prices (ropd/training/prices.py, with the month they were taken) plus what a config adds. A model missing "
         "from it has its cost shown as unknown.",
     )
     models: dict[str, ModelAlias] = Field(default_factory=dict, description="Model aliases added to or overriding the built-in table.")
@@ -656,12 +660,19 @@ def _argparse_kwargs(annotation: Any) -> dict[str, Any]:
     return {}
 
 
-def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] = tuple(FLAG_SECTIONS)) -> None:
+def add_config_flags(
+    parser: argparse.ArgumentParser, sections: tuple[str, ...] = tuple(FLAG_SECTIONS), replaced: dict[str, str] | None = None
+) -> None:
     """Add one flag per config field (help text from the field) to an argparse parser.
 
     Values arrive as strings and pydantic converts them, so a flag and a YAML value are checked
-    by the same rules.
+    by the same rules. A field's old flag (`_flag(old=...)`) stays a deprecated spelling for one release; `replaced`
+    maps a field to a flag of the command that now sets it (e.g. `judge.model` -> `--model` in `ropd rubric`), which
+    makes the field's own flag a deprecated spelling of that one.
     """
+    from ropd.cli.deprecated import add_deprecated
+
+    replaced = replaced or {}
     for section in sections:
         model = RunConfig.model_fields[section].annotation
         group = parser.add_argument_group(f"{section} ({model.__doc__.strip().splitlines()[0]})")  # type: ignore[union-attr]
@@ -672,7 +683,13 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
                 kwargs["metavar"] = field.upper()
             default = info.get_default(call_default_factory=True)
             help_text = f"{info.description} (default: {default!r})"
+            if dotted in replaced:
+                add_deprecated(parser, flag_for(dotted), replaced[dotted])
+                continue
             group.add_argument(flag_for(dotted), dest=dotted, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"), **kwargs)
+            old = (info.json_schema_extra or {}).get("old_flag") if isinstance(info.json_schema_extra, dict) else None
+            if old:
+                add_deprecated(group, f"--{old}", flag_for(dotted))
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -47,7 +47,7 @@ class Criterion(BaseModel):
     """One binary rubric criterion worth `points` when met.
 
     `target` (optional, `judge.verifiable_criteria`) is a value a correct answer contains, which code may check
-    instead of the judge (see ropd.targets). A number arrives as its text; anything that is neither a string
+    instead of the judge (see ropd.reward.targets). A number arrives as its text; anything that is neither a string
     nor a number (a list, an object, a boolean, NaN) is dropped here, so the criterion stays with the judge.
     Records written before the field existed parse with no target.
     """
@@ -130,7 +130,7 @@ class Usage(BaseModel):
     cost_usd: float = 0.0
     seconds: float = 0.0
     unpriced_requests: float = 0  # requests to a model missing from the price table: cost_usd leaves them out (unknown)
-    checks: int = 0  # endpoint checks before the run (ropd.preflight): model lists and 1-token completions
+    checks: int = 0  # endpoint checks before the run (ropd.training.preflight): model lists and 1-token completions
 
     @property
     def cost_known(self) -> bool:

@@ -24,10 +24,10 @@ from pathlib import Path
 import trl
 from transformers import TrainerCallback
 
-import ropd.training as training
+import ropd.training.run as training
 from ropd.config import load_config
-from ropd.reward import RubricReward
-from ropd.teacher import TeacherPool
+from ropd.reward.rubric_reward import RubricReward
+from ropd.reward.teacher import TeacherPool
 
 
 def main() -> None:

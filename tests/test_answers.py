@@ -2,11 +2,11 @@
 
 import pytest
 
-from ropd.answers import answer_text, completion_text, extract_final_answer, final_text, is_correct
 from ropd.config import JudgeConfig
-from ropd.judge import verifier_messages
-from ropd.rubrics import meets_consensus
-from ropd.targets import GroundedTarget, meets_target
+from ropd.reward.answers import answer_text, completion_text, extract_final_answer, final_text, is_correct
+from ropd.reward.judge import verifier_messages
+from ropd.reward.rubrics import meets_consensus
+from ropd.reward.targets import GroundedTarget, meets_target
 from ropd.testing.judge_scripts import blocks
 from ropd.types import Criterion, Rubric
 
@@ -63,7 +63,7 @@ def test_a_text_that_marks_no_answer_has_none_unless_the_task_is_numeric():
 
 
 def test_open_ended_teacher_answers_give_no_spurious_consensus():
-    from ropd.rubrics import consensus_answer
+    from ropd.reward.rubrics import consensus_answer
 
     essays = ["Rest for 3 days and drink fluids. See a doctor if it persists.", "About 3 days of rest help. Drink a lot of water."]
     assert consensus_answer(essays) is None  # before: both "3", a consensus about nothing the question asked

@@ -12,9 +12,9 @@ import sys
 import pytest
 import yaml
 
-import ropd.bench as bench_module
-import ropd.training
-from ropd.bench import BenchConfig, load_bench_config, mean_curve, run_bench, sample_efficiency_ratio, samples_to_reach
+import ropd.bench.runner as bench_module
+import ropd.training.run
+from ropd.bench.runner import BenchConfig, load_bench_config, mean_curve, run_bench, sample_efficiency_ratio, samples_to_reach
 from ropd.config import ConfigError
 from ropd.testing.judge_scripts import is_judge_request, judge_reply, rubric_json
 from ropd.testing.scripted_server import ScriptedServer
@@ -110,7 +110,7 @@ def test_bench_runs_arms_writes_results_and_resumes(tmp_path, monkeypatch):
         def refuse(*args, **kwargs):
             raise AssertionError("a finished arm was run again")
 
-        monkeypatch.setattr(ropd.training, "train", refuse)
+        monkeypatch.setattr(ropd.training.run, "train", refuse)
         monkeypatch.setattr(bench_module, "evaluate_point", refuse)
         again = run_bench(bench)
         assert len(server.requests) == judge_requests
@@ -123,13 +123,13 @@ def test_bench_runs_arms_writes_results_and_resumes(tmp_path, monkeypatch):
         assert [a["method"] for a in partial["arms"]] == ["ropd"] and not partial["complete"]
         monkeypatch.undo()
         calls = []
-        real_train = ropd.training.train
+        real_train = ropd.training.run.train
 
         def counting(config, callbacks=()):
             calls.append(config.method.name)
             return real_train(config, callbacks)
 
-        monkeypatch.setattr(ropd.training, "train", counting)
+        monkeypatch.setattr(ropd.training.run, "train", counting)
         rerun = run_bench(bench)
         assert calls == ["opd"]
         assert [(p["step"], p["samples"]) for p in rerun["arms"][1]["curve"]] == [(0, 0), (2, 8), (3, 12)]
@@ -170,7 +170,7 @@ def test_only_rubric_arms_name_the_judge(tmp_path):
 
 
 def finished_arm(method, seed, accs):
-    from ropd.bench import ArmResult, CurvePoint
+    from ropd.bench.runner import ArmResult, CurvePoint
 
     curve = [
         CurvePoint(step=i, samples=8 * i, accuracy=a, answered=1, truncated=0, mean_completion_tokens=1, teacher_tokens=100 * i)
@@ -189,7 +189,8 @@ def test_mean_curve_averages_seeds_with_min_and_max():
 
 
 def test_headline_per_seed_shows_what_the_mean_curves_hide():
-    from ropd.bench_report import _per_seed_headline, headline, headline_by_seed
+    from ropd.bench.report import headline, headline_by_seed
+    from ropd.bench.results import _per_seed_headline
 
     by_method = {
         "opd": [finished_arm("opd", 0, [0.0, 0.4, 0.4]), finished_arm("opd", 1, [0.0, 0.2, 0.4])],
@@ -332,13 +333,13 @@ def test_sweep_chooses_each_rate_on_validation_then_runs_seeds_with_intervals_an
     out = tmp_path / "bench"
     bench = BenchConfig.model_validate(sweep_data(out))
     trained = []
-    real_train = ropd.training.train
+    real_train = ropd.training.run.train
 
     def recording(config, callbacks=()):
         trained.append((config.output.dir.split("/arms/")[1], config.training.learning_rate, config.judge.model))
         return real_train(config, callbacks)
 
-    monkeypatch.setattr(ropd.training, "train", recording)
+    monkeypatch.setattr(ropd.training.run, "train", recording)
     results = run_bench(bench)
 
     # The sweep: grpo once per rate on seed 0; the oracle arm takes grpo's choice instead of a sweep of its own.
@@ -374,7 +375,7 @@ def test_sweep_chooses_each_rate_on_validation_then_runs_seeds_with_intervals_an
     assert trained == [] and again["arms"] == results["arms"] and again["differences"] == results["differences"]
 
     # The bench page opens each arm's run page from the committed records.
-    from ropd.inspect import build_report
+    from ropd.report.inspect import build_report
 
     index = build_report(out, tmp_path / "report")
     page = index.read_text()

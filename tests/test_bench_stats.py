@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from ropd.bench_stats import bootstrap_mean, paired_difference
+from ropd.bench.stats import bootstrap_mean, paired_difference
 
 
 def arm(seed_offsets: dict[int, float], prompts: int = 200, base: float = 0.3, rng_seed: int = 0) -> dict[int, list[float]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ropd.cache import CacheError, ResultCache
+from ropd.endpoints.cache import CacheError, ResultCache
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,7 +53,7 @@ def test_keys_are_canonical_and_cover_every_part():
 def test_a_put_is_durable_at_once_even_if_the_process_is_killed(tmp_path):
     path = tmp_path / "c.sqlite"
     code = (
-        "import os, signal\nfrom ropd.cache import ResultCache\n"
+        "import os, signal\nfrom ropd.endpoints.cache import ResultCache\n"
         f"c = ResultCache({str(path)!r})\nc.put('k', 'teacher', {{'text': 'paid for'}}, {{}}, {{}})\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
@@ -150,7 +150,7 @@ def test_concurrent_writers_in_two_processes_and_threads_lose_nothing(tmp_path):
 
 def test_a_transient_error_on_open_is_tried_again(tmp_path, monkeypatch):
     """Another process writing the file can make opening fail once; the cache retries instead of calling the file bad."""
-    import ropd.cache as cache_module
+    import ropd.endpoints.cache as cache_module
 
     path = tmp_path / "cache.sqlite"
     ResultCache(path).close()

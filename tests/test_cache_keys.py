@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from ropd.cache import ResultCache
 from ropd.config import PUBLISHED_JUDGE, ModelAlias, load_config
-from ropd.models import ensure_tiny_random, local_identity, weights_fingerprint
-from ropd.reward import build_rubric_reward, judge_endpoint_for
-from ropd.teacher import TeacherError, build_teacher_pool
+from ropd.endpoints.cache import ResultCache
+from ropd.endpoints.models import ensure_tiny_random, weights_fingerprint
+from ropd.endpoints.serve import local_identity
+from ropd.reward.setup import build_rubric_reward, judge_endpoint_for
+from ropd.reward.teacher import TeacherError, build_teacher_pool
 from ropd.testing.judge_scripts import blocks, judge_reply, rubric_json, user_text
 from ropd.testing.scripted_server import Reply, ScriptedServer
 from ropd.types import PromptRow
@@ -174,8 +175,8 @@ def pinned_keys(tmp_path: Path, **judge: object) -> dict[str, list[str]]:
     The judge runs with the published settings, changed only by `judge`: the keys stay those of the settings named here,
     whatever the library's defaults."""
     from ropd.config import EndpointConfig
-    from ropd.llm import LLMClient
-    from ropd.reward import RubricReward
+    from ropd.endpoints.llm import LLMClient
+    from ropd.reward.rubric_reward import RubricReward
 
     def respond(body: dict):
         text = user_text(body)

@@ -17,10 +17,10 @@ from pathlib import Path
 from scripted_pipeline import REPO, Scripted, kind_of, record_figure, settings, train_command, write_config
 
 import ropd
-from ropd.bench_report import method_summary
-from ropd.costs import format_usd, usage_from_record, usage_record
-from ropd.inspect import build_report
+from ropd.bench.report import method_summary
+from ropd.report.inspect import build_report
 from ropd.testing.scripted_server import Reply, ScriptedServer
+from ropd.training.costs import format_usd, usage_from_record, usage_record
 from ropd.types import Usage
 
 PRICE = {"input": 2.0, "output": 8.0}  # USD per million tokens of the scripted model, in the tests that price it
@@ -65,7 +65,7 @@ def test_dry_run_prints_a_cost_table_with_no_network_call(tmp_path):
         env = {k: v for k, v in run_env().items() if k != "OPENAI_API_KEY"} | {"OPENAI_BASE_URL": server.base_url}
         command = [sys.executable, "-m", "ropd.cli", "train", "--dry-run", "--teacher", "gpt-4o", "--student", "qwen"]
         started = time.monotonic()
-        done = subprocess.run([*command, "--output-dir", str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=tmp_path)
+        done = subprocess.run([*command, "--output", str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=tmp_path)
         seconds = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     assert server.requests == [] and server.model_lists == 0  # not one request, not even the endpoint check
@@ -141,9 +141,9 @@ def test_an_unknown_price_is_unknown_everywhere_a_cost_appears(tmp_path, capsys)
 
 
 def test_a_bench_arm_without_a_price_shows_an_unknown_cost():
-    from ropd.bench_config import BenchConfig
-    from ropd.bench_costs import arm_cost
-    from ropd.bench_report import ArmResult, CurvePoint
+    from ropd.bench.config import BenchConfig
+    from ropd.bench.costs import arm_cost
+    from ropd.bench.report import ArmResult, CurvePoint
 
     config = ropd.load_config(overrides={"teacher.model": "scripted", "teacher.base_url": "http://127.0.0.1:9/v1"})
     bench = BenchConfig.model_validate({"methods": ["ropd"], "base": {}, "eval": {"dataset": "x"}, "eval_every": 256})
@@ -166,7 +166,7 @@ def test_usage_records_keep_an_unknown_cost_unknown():
 
 
 def test_the_shipped_price_table_names_its_month_and_a_config_extends_it():
-    from ropd.prices import LIST_PRICES, PRICES_AS_OF
+    from ropd.training.prices import LIST_PRICES, PRICES_AS_OF
 
     assert PRICES_AS_OF[:4].isdigit() and PRICES_AS_OF[4] == "-"
     config = ropd.load_config(overrides={})

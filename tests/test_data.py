@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from ropd.answers import outcome_reward
 from ropd.data import DataError, load_prompts, prompt_id, to_dataset
+from ropd.reward.answers import outcome_reward
 
 
 def write_jsonl(path, rows):

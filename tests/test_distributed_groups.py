@@ -25,11 +25,11 @@ import pytest
 from scripted_pipeline import Scripted
 
 from ropd.config import PUBLISHED_JUDGE, RunConfig
-from ropd.distributed import ProcessFailureError
-from ropd.reward import RubricReward
-from ropd.teacher import TeacherPool
+from ropd.reward.rubric_reward import RubricReward
+from ropd.reward.teacher import TeacherPool
 from ropd.testing.judge_scripts import blocks, contains_rule, is_judge_request, judge_reply, rubric_json, scripted_client, user_text
 from ropd.testing.scripted_server import ScriptedServer
+from ropd.training.distributed import ProcessFailureError
 from ropd.types import PromptRow
 
 pytestmark = pytest.mark.timeout(300)
@@ -244,7 +244,7 @@ def test_a_failure_on_one_process_raises_on_every_process_in_every_phase():
 
 @pytest.mark.slow
 def test_two_processes_share_one_local_teacher_server_and_score_every_group_once(tmp_path):
-    from ropd.serve import ServeError, llama_server_binary
+    from ropd.endpoints.serve import ServeError, llama_server_binary
 
     try:
         llama_server_binary()
@@ -265,7 +265,7 @@ def test_a_local_server_that_fails_to_start_stops_every_process_with_its_error(t
     """Only the machine's first process starts the servers; when that fails, the others get its error, not a wait."""
     from contextlib import ExitStack
 
-    from ropd.reward import serve_local_models
+    from ropd.reward.setup import serve_local_models
 
     shared = {"count": 2, "barrier": threading.Barrier(2, timeout=30), "slots": [None, None]}
     teacher = {"model": "smollm2-135m", "serve_engine": "vllm"}  # a packaged GGUF file, which vLLM cannot serve

@@ -9,9 +9,9 @@ import random
 import pytest
 import torch
 
-from ropd.answers import extract_choice, extract_final_answer, is_correct, outcome_reward
 from ropd.cli import main
-from ropd.eval import EvalError, Sample, evaluate, pass_at_k, score
+from ropd.evaluation.eval import EvalError, Sample, evaluate, pass_at_k, score
+from ropd.reward.answers import extract_choice, extract_final_answer, is_correct, outcome_reward
 from ropd.types import PromptRow
 
 RG_SPEC = "reasoning-gym:gsm_symbolic?size=4&seed=1"
@@ -246,7 +246,7 @@ def test_outcome_reward_takes_strings_extra_columns_and_missing_references():
 
 @pytest.fixture(scope="module")
 def tiny():
-    from ropd.models import load_model, load_tokenizer
+    from ropd.endpoints.models import load_model, load_tokenizer
 
     return load_model("tiny-random"), load_tokenizer("tiny-random")
 
@@ -307,7 +307,7 @@ def test_cli_eval_end_to_end(capsys, tmp_path):
     assert "avg@2" in captured.err
 
     out = tmp_path / "results" / "eval.json"
-    assert main([*args[:-2], "--max-prompts", "2", "--json", str(out)]) == 0
+    assert main([*args[:-2], "--max-prompts", "2", "--output", str(out)]) == 0
     assert capsys.readouterr().out == ""
     assert json.loads(out.read_text())["num_prompts"] == 2
 
@@ -333,8 +333,8 @@ def test_cli_eval_bad_input_exits_2(capsys, extra, message):
 def test_cli_eval_refuses_api_models_and_unwritable_output(capsys, tmp_path):
     assert main(["eval", "--model", "gpt-4o", "--dataset", RG_SPEC]) == 2
     assert "API model" in capsys.readouterr().err
-    assert main(["eval", "--model", "tiny-random", "--dataset", RG_SPEC, "--json", str(tmp_path)]) == 2
-    assert "--json" in capsys.readouterr().err
+    assert main(["eval", "--model", "tiny-random", "--dataset", RG_SPEC, "--output", str(tmp_path)]) == 2
+    assert "--output" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -11,9 +11,9 @@ import unicodedata
 import pytest
 
 from ropd.config import JudgeConfig
-from ropd.judge import verifier_messages
-from ropd.prompts import embed_text
-from ropd.rubrics import rubric_messages
+from ropd.reward.judge import verifier_messages
+from ropd.reward.prompts import embed_text
+from ropd.reward.rubrics import rubric_messages
 from ropd.testing.injection_attacks import ATTACKS, GUESSED_CODE, boundary_like_lines
 from ropd.testing.judge_scripts import blocks
 from ropd.types import Rubric

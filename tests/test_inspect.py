@@ -15,7 +15,8 @@ import pytest
 import yaml
 from scripted_pipeline import CRITERIA, REPO, Scripted, kind_of, record_figure, settings
 
-from ropd.inspect import build_report, group_row, reward_disagrees, safe_json
+from ropd.report.inspect import build_report, safe_json
+from ropd.report.records import group_row, reward_disagrees
 from ropd.testing.judge_scripts import blocks, user_text
 from ropd.testing.scripted_server import Reply, ScriptedServer
 
@@ -118,8 +119,8 @@ def test_disagreement_is_a_wrong_rollout_scored_at_least_as_high_as_a_right_one(
 
 def test_group_record_of_a_scored_group_and_of_a_failed_one():
     from ropd.config import PUBLISHED_JUDGE, JudgeConfig
-    from ropd.reward import GroupRun, group_record
-    from ropd.scoring import score_verdicts
+    from ropd.reward.groups import GroupRun, group_record
+    from ropd.reward.scoring import score_verdicts
     from ropd.types import GroupScore, Rubric, Verdict
 
     rubric = Rubric.model_validate({"criteria": [{"id": "c1", "text": "right", "points": 3}, {"id": "c2", "text": "short", "points": 1}]})
@@ -259,7 +260,7 @@ def test_a_bench_still_running_gets_a_page_from_its_arms(tmp_path):
 def test_cli_inspect(tmp_path):
     run = make_run(tmp_path / "run", known_groups(), steps=2)
     done = subprocess.run(
-        [sys.executable, "-m", "ropd.cli", "inspect", str(run), "--out", str(tmp_path / "r")], capture_output=True, text=True
+        [sys.executable, "-m", "ropd.cli", "inspect", str(run), "--output", str(tmp_path / "r")], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(tmp_path / "r" / "index.html")
@@ -293,7 +294,7 @@ class Hostile(Scripted):
 def real_run(tmp_path_factory) -> Path:
     """Two steps of 2 prompts x 3 rollouts: tiny random student, scripted teacher/rubricator/judge over HTTP."""
     from ropd.config import PUBLISHED_JUDGE, load_config
-    from ropd.training import train
+    from ropd.training.run import train
 
     root = tmp_path_factory.mktemp("inspect-run")
     dataset = root / "prompts.jsonl"

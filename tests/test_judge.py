@@ -8,9 +8,9 @@ import pytest
 
 from ropd.cli import main
 from ropd.config import PUBLISHED_JUDGE, JudgeConfig
-from ropd.judge import judge_answers, judge_verdicts, shuffled_order
-from ropd.llm import LLMError
-from ropd.scoring import rubric_reward
+from ropd.endpoints.llm import LLMError
+from ropd.reward.judge import judge_answers, judge_verdicts, shuffled_order
+from ropd.reward.scoring import rubric_reward
 from ropd.testing.judge_scripts import blocks, contains_rule, criteria_texts, judge_reply, scripted_client, sequence, user_text
 from ropd.testing.scripted_server import Reply, ScriptedServer
 from ropd.types import Rubric

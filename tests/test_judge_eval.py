@@ -5,11 +5,10 @@ import json
 
 import pytest
 
-from ropd.cache import ResultCache
 from ropd.cli import main
 from ropd.config import PUBLISHED_JUDGE, JudgeConfig, RunConfig
-from ropd.judge import JudgeTally, judge_verdicts, verdict_schema
-from ropd.judge_eval import (
+from ropd.endpoints.cache import ResultCache
+from ropd.evaluation.judge_eval import (
     Candidate,
     LabelledItem,
     LabelledSet,
@@ -18,9 +17,10 @@ from ropd.judge_eval import (
     parse_model_counts,
     save_labelled_set,
 )
-from ropd.reward import RubricReward
-from ropd.rubrics import consensus_answer
-from ropd.teacher import TeacherPool
+from ropd.reward.judge import JudgeTally, judge_verdicts, verdict_schema
+from ropd.reward.rubric_reward import RubricReward
+from ropd.reward.rubrics import consensus_answer
+from ropd.reward.teacher import TeacherPool
 from ropd.testing.judge_scripts import (
     blocks,
     contains_rule,
@@ -298,7 +298,7 @@ def run_cli(tmp_path, server, capsys, *extra):
 
 def test_judge_eval_end_to_end_and_a_rerun_is_free(tmp_path, capsys):
     with ScriptedServer(scripted_judge) as server:
-        code, report, table = run_cli(tmp_path, server, capsys, "--json", str(tmp_path / "out.json"))
+        code, report, table = run_cli(tmp_path, server, capsys, "--output", str(tmp_path / "out.json"))
         requests = len(server.requests)
         code_again, again, _ = run_cli(tmp_path, server, capsys)
     assert code == code_again == 0

@@ -11,9 +11,9 @@ import time
 import pytest
 from pydantic import BaseModel, Field
 
-from ropd.cache import ResultCache
 from ropd.config import EndpointConfig, Price
-from ropd.llm import LLMClient, LLMError, extract_json
+from ropd.endpoints.cache import ResultCache
+from ropd.endpoints.llm import LLMClient, LLMError, extract_json
 from ropd.testing.scripted_server import Reply, ScriptedServer
 from ropd.types import JudgeOutput, Rubric
 

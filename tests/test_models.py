@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from ropd.config import ModelAlias
-from ropd.models import ModelError, is_local, load_model, load_tokenizer, local_path, resolve_model
+from ropd.endpoints.models import ModelError, is_local, load_model, load_tokenizer, local_path, resolve_model
 
 
 def test_aliases_resolve():

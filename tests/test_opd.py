@@ -12,8 +12,8 @@ from trl import GRPOConfig
 
 from ropd.config import MethodConfig
 from ropd.data import load_prompts, to_dataset
-from ropd.models import load_model, load_tokenizer
-from ropd.opd import (
+from ropd.endpoints.models import load_model, load_tokenizer
+from ropd.training.opd import (
     OPDTrainer,
     SODTrainer,
     VocabularyMismatchError,

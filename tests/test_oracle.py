@@ -7,8 +7,8 @@ from pydantic import ValidationError
 
 from ropd.config import RunConfig
 from ropd.data import load_prompts
-from ropd.oracle import chain_partials, cot_results, flip, oracle_met, oracle_rubric, reference_steps
-from ropd.reward import build_rubric_reward
+from ropd.reward.oracle import chain_partials, cot_results, flip, oracle_met, oracle_rubric, reference_steps
+from ropd.reward.setup import build_rubric_reward
 from ropd.types import PromptRow
 
 

@@ -10,11 +10,11 @@ import time
 import pytest
 from scripted_pipeline import Scripted, settings
 
-import ropd.training
+import ropd.training.run
 from ropd.cli import main
 from ropd.config import load_config
-from ropd.preflight import EndpointError, check_endpoints, remote_endpoints
 from ropd.testing.scripted_server import Reply, ScriptedServer
+from ropd.training.preflight import EndpointError, check_endpoints, remote_endpoints
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,8 +28,8 @@ def no_model_load(monkeypatch):
         loads.append(name)
         raise AssertionError(f"loaded {name} before the endpoint check")
 
-    monkeypatch.setattr(ropd.training, "load_model", refuse)
-    monkeypatch.setattr(ropd.training, "load_tokenizer", refuse)
+    monkeypatch.setattr(ropd.training.run, "load_model", refuse)
+    monkeypatch.setattr(ropd.training.run, "load_tokenizer", refuse)
     return loads
 
 
@@ -42,7 +42,7 @@ def run_train(*flags: str) -> tuple[int, float]:
 def test_an_unset_key_exits_2_naming_the_variable_before_loading_the_student(tmp_path, monkeypatch, capsys, no_model_load):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    code, seconds = run_train("--teacher", "gpt-4o", "--student", "smollm2-135m", "--output-dir", str(tmp_path / "run"))
+    code, seconds = run_train("--teacher", "gpt-4o", "--student", "smollm2-135m", "--output", str(tmp_path / "run"))
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2 and seconds < 10
     assert "teacher (gpt-4o at https://api.openai.com/v1): the environment variable OPENAI_API_KEY" in err and "not set" in err
@@ -57,7 +57,7 @@ def free_port() -> int:
 
 def test_an_unreachable_endpoint_exits_2_naming_its_url(tmp_path, capsys, no_model_load):
     url = f"http://127.0.0.1:{free_port()}/v1"
-    code, seconds = run_train("--teacher", "scripted", "--teacher-base-url", url, "--student", "tiny-random", "--output-dir", str(tmp_path))
+    code, seconds = run_train("--teacher", "scripted", "--teacher-base-url", url, "--student", "tiny-random", "--output", str(tmp_path))
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2 and seconds < 30
     assert f"teacher (scripted): cannot reach {url}" in err

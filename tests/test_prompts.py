@@ -5,9 +5,9 @@ import json
 import pytest
 
 from ropd.config import PUBLISHED_JUDGE, JudgeConfig
-from ropd.judge import verifier_messages
-from ropd.prompts import RUBRIC_VARIABLES, VERIFIER_VARIABLES, TemplateError, boundary_code, embed_text, load_template
-from ropd.rubrics import rubric_messages
+from ropd.reward.judge import verifier_messages
+from ropd.reward.prompts import RUBRIC_VARIABLES, VERIFIER_VARIABLES, TemplateError, boundary_code, embed_text, load_template
+from ropd.reward.rubrics import rubric_messages
 from ropd.testing.judge_scripts import blocks
 from ropd.types import Rubric
 

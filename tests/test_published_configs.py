@@ -132,7 +132,7 @@ def test_the_dry_run_shows_the_published_values_even_when_the_dataset_is_out_of_
     naming the dataset (exit 2), and nothing is written."""
     command = [sys.executable, "-m", "ropd.cli", "train", "--config", str(CONFIGS_DIR / "ropd-published.yaml"), "--dry-run"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    done = subprocess.run([*command, "--output-dir", str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=tmp_path)
+    done = subprocess.run([*command, "--output", str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     shown = yaml.safe_load(done.stdout)
     config = load_config(CONFIGS_DIR / "ropd-published.yaml")

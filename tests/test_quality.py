@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import pytest
 
 from ropd.config import PUBLISHED_JUDGE, RunConfig
-from ropd.quality import PairCounts, pair_counts, pairwise_accuracy, roc_auc
-from ropd.reward import RubricReward
-from ropd.teacher import TeacherPool
+from ropd.evaluation.quality import PairCounts, pair_counts, pairwise_accuracy, roc_auc
+from ropd.reward.rubric_reward import RubricReward
+from ropd.reward.teacher import TeacherPool
 from ropd.testing.judge_scripts import contains_rule, is_judge_request, judge_reply, rubric_json, scripted_client, user_text
 from ropd.testing.scripted_server import ScriptedServer
 from ropd.types import PromptRow

@@ -23,14 +23,14 @@ import pytest
 from scripted_pipeline import REPO, ROLES, Scripted, kind_of, read_metrics, record_figure, settings, train_command, write_config
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
-from ropd.cache import ResultCache, canonical_json
 from ropd.cli import main
 from ropd.config import TrainingConfig, load_config
-from ropd.llm import LLMClient
+from ropd.endpoints.cache import ResultCache, canonical_json
+from ropd.endpoints.llm import LLMClient
 from ropd.testing.judge_scripts import user_text
 from ropd.testing.scripted_server import Reply, ScriptedServer
-from ropd.trainers import FailureGuard
-from ropd.training import train
+from ropd.training.run import train
+from ropd.training.trainers import FailureGuard
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -97,7 +97,7 @@ def test_teach_under_30_percent_faults_loses_nothing_and_counts_every_retry(tmp_
     faults = Faults(Scripted(), rate=0.3)
     command = [
         *(sys.executable, "-m", "ropd.cli", "teach", "--quiet", "--dataset", str(dataset), "--teacher", "scripted"),
-        *("--teacher-base-url", "BASE", "-k", "2", "--output-dir", str(out), "--teacher-seed", "0"),
+        *("--teacher-base-url", "BASE", "--num-teacher-answers", "2", "--output", str(out), "--teacher-seed", "0"),
         *("--teacher-timeout", "5", "--teacher-max-concurrency", "6"),
     ]
     with ScriptedServer(faults) as server:

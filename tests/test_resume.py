@@ -10,10 +10,11 @@ import json
 import pytest
 from scripted_pipeline import Scripted, settings, write_config
 
-from ropd.cli import main, train_config_path
+from ropd.cli import main
+from ropd.cli.train import train_config_path
 from ropd.config import DEFAULT_CONFIG, load_config
-from ropd.resume import RESUMABLE, changed_fields, resumable
 from ropd.testing.scripted_server import ScriptedServer
+from ropd.training.resume import RESUMABLE, changed_fields, resumable
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -33,7 +34,7 @@ def test_resume_refuses_a_changed_teacher_and_continues_the_saved_config_without
         assert len(server.requests) == requests_before and server.model_lists == 1  # refused before any check or call
         assert load_config(out / "config.yaml").teacher.model == "scripted"  # the saved config is left as it was
         # no --config: the saved config goes on, with a field a resumed run may change (max_steps)
-        assert main(["train", "--resume", "--output-dir", str(out), "--max-steps", "2"]) == 0
+        assert main(["train", "--resume", "--output", str(out), "--max-steps", "2"]) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert f"continuing the run's saved config {out / 'config.yaml'}" in err
     assert "resuming" in err and "from checkpoint-1 (step 1 of 2" in err

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from ropd.config import PUBLISHED_JUDGE, RunConfig
-from ropd.reward import RubricReward, group_indices
-from ropd.teacher import TeacherPool
+from ropd.reward.groups import group_indices
+from ropd.reward.rubric_reward import RubricReward
+from ropd.reward.teacher import TeacherPool
 from ropd.testing.judge_scripts import blocks, contains_rule, is_judge_request, judge_reply, rubric_json, scripted_client, user_text
 from ropd.testing.scripted_server import Reply, ScriptedServer
 from ropd.types import PromptRow
@@ -198,8 +199,8 @@ def test_prompts_without_an_id_column_are_grouped_by_their_messages():
 
 
 def test_build_rubric_reward_wires_clients_from_config_and_never_pays_twice(tmp_path):
-    from ropd.cache import ResultCache
-    from ropd.reward import build_rubric_reward
+    from ropd.endpoints.cache import ResultCache
+    from ropd.reward.setup import build_rubric_reward
 
     with ScriptedServer(handler()) as server:
         config = RunConfig.model_validate(
@@ -231,7 +232,7 @@ def test_teacher_answers_with_unfinished_reasoning_fail_the_group_loudly(caplog)
     def respond(body):
         return base(body) if "<<<BEGIN" in user_text(body) else "<think>still thinking when max_tokens hit"
 
-    with ScriptedServer(respond) as server, caplog.at_level("WARNING", logger="ropd.reward"):
+    with ScriptedServer(respond) as server, caplog.at_level("WARNING", logger="ropd.reward.rubric_reward"):
         reward = make_reward(server)
         rewards, metrics, _ = call(reward, ["p1"] * 4, ROLLOUTS)
     assert rewards == [None] * 4

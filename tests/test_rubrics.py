@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from ropd.cache import ResultCache
 from ropd.cli import main
 from ropd.config import JudgeConfig
-from ropd.llm import LLMError
-from ropd.prompts import PROMPTS_DIR
-from ropd.rubrics import RubricStore, induce_rubric
+from ropd.endpoints.cache import ResultCache
+from ropd.endpoints.llm import LLMError
+from ropd.reward.prompts import PROMPTS_DIR
+from ropd.reward.rubrics import RubricStore, induce_rubric
 from ropd.testing.judge_scripts import blocks, rubric_json, scripted_client, sequence, user_text
 from ropd.testing.scripted_server import Reply, ScriptedServer
 

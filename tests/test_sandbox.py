@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from ropd import sandbox
 from ropd.config import ConfigError, ToolsConfig
-from ropd.sandbox import SANDBOX_UID, CallCgroup
-from ropd.tools import SandboxLimits, ToolError, build_toolbox, run_python
+from ropd.tools import sandbox
+from ropd.tools.sandbox import SANDBOX_UID, CallCgroup
+from ropd.tools.toolbox import SandboxLimits, ToolError, build_toolbox, run_python
 
 LIMITS = SandboxLimits(timeout=3.0, memory_mb=256, max_output_bytes=4000)
 TRY = """

@@ -70,8 +70,20 @@ def test_a_canary_key_appears_in_no_artifact_log_or_message(tmp_path):
     with ScriptedServer(handler) as server:
         handler.server = server
         teach = [
-            *(sys.executable, "-m", "ropd.cli", "teach", "--quiet", "--dataset", str(dataset), "--teacher", "scripted", "-k", "1"),
-            *("--teacher-base-url", server.base_url, "--output-dir", str(out), "--teacher-max-concurrency", "1"),
+            *(
+                sys.executable,
+                "-m",
+                "ropd.cli",
+                "teach",
+                "--quiet",
+                "--dataset",
+                str(dataset),
+                "--teacher",
+                "scripted",
+                "--num-teacher-answers",
+                "1",
+            ),
+            *("--teacher-base-url", server.base_url, "--output", str(out), "--teacher-max-concurrency", "1"),
         ]
         refused = run(teach, env, tmp_path)  # the 401 loses one prompt: exit 1, the others are cached
         assert refused.returncode == 1 and "Bearer ***" in refused.stderr, refused.stderr[-2000:]

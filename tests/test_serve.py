@@ -21,11 +21,11 @@ import openai
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from ropd import serve
 from ropd.config import EndpointConfig
-from ropd.llm import LLMClient
-from ropd.models import load_tokenizer
-from ropd.serve import ServeError, choose_engine, local_server, server_command
+from ropd.endpoints import serve
+from ropd.endpoints.llm import LLMClient
+from ropd.endpoints.models import load_tokenizer
+from ropd.endpoints.serve import ServeError, choose_engine, local_server, server_command
 from ropd.types import JudgeOutput, Rubric
 
 pytestmark = pytest.mark.timeout(180)
@@ -261,7 +261,7 @@ def test_a_taken_port_is_retried_with_another(tmp_path, monkeypatch):
 
 PARENT = """
 import sys
-from ropd.serve import local_server
+from ropd.endpoints.serve import local_server
 with local_server("tiny-random", threads=1) as url:
     print(url, flush=True)
     sys.stdin.read()

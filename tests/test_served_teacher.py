@@ -14,12 +14,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from ropd.answers import outcome_reward
 from ropd.config import EndpointConfig, MethodConfig, load_config
-from ropd.models import load_model, load_tokenizer
-from ropd.opd import VocabularyMismatchError, build_white_box_trainer
-from ropd.teacher_logprobs import ServedTeacherLogprobs, TeacherLogprobsError
-from ropd.training import TrainingError, grpo_args, train
+from ropd.endpoints.models import load_model, load_tokenizer
+from ropd.reward.answers import outcome_reward
+from ropd.training.opd import VocabularyMismatchError, build_white_box_trainer
+from ropd.training.run import TrainingError, grpo_args, train
+from ropd.training.teacher_logprobs import ServedTeacherLogprobs, TeacherLogprobsError
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -139,7 +139,7 @@ def test_a_server_without_log_probabilities_stops_the_run_with_a_clear_error(tmp
 
 @pytest.mark.slow
 def test_llama_cpp_serves_no_prompt_log_probabilities_and_says_so(tmp_path):
-    from ropd.serve import ServeError, local_server
+    from ropd.endpoints.serve import ServeError, local_server
 
     try:
         server = local_server("tiny-random-teacher", log_path=tmp_path / "serve.log", engine="llama.cpp")

@@ -10,8 +10,8 @@ import pytest
 
 from ropd.cli import main
 from ropd.data import DataError
-from ropd.eval import Sample, score
-from ropd.suites import CHOICE_INSTRUCTION, MATH_INSTRUCTION, PUBLISHED_PROTOCOL, load_suite
+from ropd.evaluation.eval import Sample, score
+from ropd.evaluation.suites import CHOICE_INSTRUCTION, MATH_INSTRUCTION, PUBLISHED_PROTOCOL, load_suite
 
 # Two rows per release, in its columns (the AIME 2024 release also carries solution and url, which are not read).
 RELEASES = {
@@ -85,7 +85,7 @@ def test_ropd_eval_runs_a_suite_with_the_published_protocol(tmp_path):
     out = tmp_path / "result.json"
     source = write_release(tmp_path, "aime25")
     argv = ["eval", "--suite", "aime25", "--dataset", str(source), "--model", "tiny-random", "--protocol", "published"]
-    assert main([*argv, "-n", "2", "--max-new-tokens", "4", "--backend", "transformers", "--json", str(out)]) == 0
+    assert main([*argv, "-n", "2", "--max-new-tokens", "4", "--backend", "transformers", "--output", str(out)]) == 0
     result = json.loads(out.read_text())
     assert (result["dataset"], result["num_prompts"], result["n_samples"]) == ("aime25", 2, 2)  # -n overrides the preset's 16
     assert (result["temperature"], result["top_p"]) == (PUBLISHED_PROTOCOL["temperature"], PUBLISHED_PROTOCOL["top_p"])

@@ -1,10 +1,10 @@
-"""Verifiable criteria and the one scoring path: target rules (ropd.targets) and score_verdicts (ropd.scoring), no server."""
+"""Verifiable criteria and the one scoring path: target rules (ropd.reward.targets) and score_verdicts (ropd.reward.scoring), no server."""
 
 import pytest
 
 from ropd.config import PUBLISHED_JUDGE, JudgeConfig
-from ropd.scoring import score_verdicts
-from ropd.targets import TARGET_MAX_CHARS, clean_target, ground_target, meets_target, numbers_in, occurs_in
+from ropd.reward.scoring import score_verdicts
+from ropd.reward.targets import TARGET_MAX_CHARS, clean_target, ground_target, meets_target, numbers_in, occurs_in
 from ropd.types import Criterion, Rubric, Verdict
 
 QUESTION = "A shop sells 3 crates of 400 apples. How many apples?"

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from scripted_pipeline import record_figure
 
-from ropd.cache import ResultCache
 from ropd.config import load_config
-from ropd.models import ModelError
-from ropd.teacher import TeacherError, build_teacher_pool, cache_path, teach
+from ropd.endpoints.cache import ResultCache
+from ropd.endpoints.models import ModelError
+from ropd.reward.teacher import TeacherError, build_teacher_pool, cache_path, teach
 from ropd.testing.scripted_server import Reply, ScriptedServer
 from ropd.types import PromptRow
 
@@ -118,7 +118,7 @@ def test_a_local_teacher_is_served_only_when_answers_are_missing(tmp_path, monke
             started.append(model)
             yield server.base_url
 
-        monkeypatch.setattr("ropd.serve.local_server", local_server)
+        monkeypatch.setattr("ropd.endpoints.serve.local_server", local_server)
         first = teach(config, progress=False)
         assert started == ["tiny-random"] and first["answers_fetched"] == 6 and len(server.requests) == 3 + 3
         again = teach(config, progress=False)
@@ -141,7 +141,7 @@ def write_dataset(path: Path, count: int) -> Path:
 def teach_command(server: ScriptedServer, dataset: Path, out: Path, k: int = 3) -> list[str]:
     return [
         *(sys.executable, "-m", "ropd.cli", "teach", "--dataset", str(dataset), "--teacher", "scripted-teacher"),
-        *("--teacher-base-url", server.base_url, "-k", str(k), "--output-dir", str(out), "--teacher-seed", "0"),
+        *("--teacher-base-url", server.base_url, "--num-teacher-answers", str(k), "--output", str(out), "--teacher-seed", "0"),
         *("--teacher-max-concurrency", "2", "--teacher-timeout", "10"),
     ]
 

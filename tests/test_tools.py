@@ -7,14 +7,14 @@ import json
 import pytest
 
 from ropd.config import ConfigError, JudgeConfig, ToolsConfig, load_config
-from ropd.judge import verifier_messages
-from ropd.llm import LLMClient
-from ropd.prompts import TOOL_MARK
-from ropd.rubrics import rubric_messages
-from ropd.teacher import TeacherPool
+from ropd.endpoints.llm import LLMClient
+from ropd.reward.judge import verifier_messages
+from ropd.reward.prompts import TOOL_MARK
+from ropd.reward.rubrics import rubric_messages
+from ropd.reward.teacher import TeacherPool
 from ropd.testing.scripted_server import ScriptedServer
 from ropd.testing.tool_scripts import tool_call_body
-from ropd.tools import SandboxLimits, ToolError, build_toolbox, run_python, trajectory_text
+from ropd.tools.toolbox import SandboxLimits, ToolError, build_toolbox, run_python, trajectory_text
 from ropd.types import Criterion, PromptRow, Rubric
 
 LIMITS = SandboxLimits(timeout=2.0, memory_mb=256, max_output_bytes=2000)
@@ -83,7 +83,7 @@ def test_tool_flags_and_chat_template_arguments_parse():
 
 
 def test_a_student_template_without_tool_calls_is_refused_naming_the_fix(tmp_path):
-    from ropd.training import TrainingError, train
+    from ropd.training.run import TrainingError, train
 
     config = load_config(
         overrides={"student.model": "tiny-random", "tools.names": ["python"], "method.name": "grpo", "output.dir": str(tmp_path)}
@@ -132,8 +132,8 @@ def test_prompts_without_tool_use_are_unchanged():
 
 
 def test_teacher_runs_the_tool_loop_and_caches_the_whole_trajectory_keyed_by_the_tool_set(tmp_path):
-    from ropd.cache import ResultCache
     from ropd.config import EndpointConfig
+    from ropd.endpoints.cache import ResultCache
 
     def handler(body):
         if not any(m["role"] == "tool" for m in body["messages"]):
@@ -157,7 +157,7 @@ def test_teacher_runs_the_tool_loop_and_caches_the_whole_trajectory_keyed_by_the
 
 
 def test_tools_and_template_arguments_reach_trl():
-    from ropd.training import grpo_args
+    from ropd.training.run import grpo_args
 
     overrides = {"tools.names": ["python"], "tools.max_iterations": 3, "student.chat_template_kwargs": '{"enable_thinking": false}'}
     args = grpo_args(load_config(overrides={**overrides, "output.dir": "unused"}))

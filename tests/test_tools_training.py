@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from ropd.config import load_config
-from ropd.models import load_tokenizer
-from ropd.opd import SODTrainer
+from ropd.endpoints.models import load_tokenizer
 from ropd.testing.judge_scripts import blocks, is_judge_request, rubric_json, system_text, user_text
 from ropd.testing.scripted_server import ScriptedServer
 from ropd.testing.tool_scripts import python_call_text, scripted_first_turn, tool_call_body
-from ropd.training import train
+from ropd.training.opd import SODTrainer
+from ropd.training.run import train
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -14,8 +14,8 @@ from tensorboardX.proto.event_pb2 import Event
 
 from ropd.config import load_config
 from ropd.data import load_prompts
-from ropd.tracking import COLUMNS, TABLE_KEY
-from ropd.training import train
+from ropd.training.run import train
+from ropd.training.tracking import COLUMNS, TABLE_KEY
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

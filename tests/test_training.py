@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from ropd.config import PUBLISHED_JUDGE, load_config
-from ropd.models import load_model
+from ropd.endpoints.models import load_model
 from ropd.testing.judge_scripts import blocks, criteria_texts, is_judge_request, rubric_json, user_text
 from ropd.testing.scripted_server import ScriptedServer
-from ropd.training import TrainingError, train
+from ropd.training.run import TrainingError, train
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -67,7 +67,7 @@ def clean_venv(tmp_path: Path, wheel: Path) -> Path:
 
 
 def test_the_model_card_names_the_model_the_student_came_from(tmp_path):
-    from ropd.models import base_model_name
+    from ropd.endpoints.models import base_model_name
 
     assert base_model_name("smollm2-135m") == "HuggingFaceTB/SmolLM2-135M-Instruct"  # packaged: its upstream Hub id
     assert base_model_name("qwen") == "Qwen/Qwen3-0.6B"
@@ -91,7 +91,9 @@ def test_the_wheel_installs_and_runs_from_another_folder(tmp_path):
     env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": f"{venv / 'bin'}:{env['PATH']}"}
     python, ropd = str(venv / "bin" / "python"), str(venv / "bin" / "ropd")
 
-    where = run([python, "-c", "import ropd, ropd.prompts; print(ropd.__file__); print(ropd.prompts.PROMPTS_DIR)"], elsewhere, env)
+    where = run(
+        [python, "-c", "import ropd, ropd.reward.prompts; print(ropd.__file__); print(ropd.reward.prompts.PROMPTS_DIR)"], elsewhere, env
+    )
     assert str(venv) in where and str(REPO) not in where, where
     show_default = "from ropd.config import DEFAULT_CONFIG, load_config; print(load_config(DEFAULT_CONFIG).student.model)"
     loaded = run([python, "-c", show_default], elsewhere, env)
@@ -115,7 +117,7 @@ def test_the_wheel_installs_and_runs_from_another_folder(tmp_path):
             "--num-generations": "2",
             "--max-completion-length": "8",
             "--save-steps": "5",
-            "--output-dir": "run",
+            "--output": "run",
         }
         run([ropd, "train", *[part for pair in flags.items() for part in pair]], elsewhere, env, timeout=400)
     assert len(scripted.answered["rubric"]) == 1 and len(scripted.answered["judge"]) == 1

@@ -15,8 +15,8 @@ from transformers import TrainerCallback
 
 from ropd.config import load_config
 from ropd.data import load_prompts, to_dataset
-from ropd.models import load_model, load_tokenizer
-from ropd.training import build_trainer, grpo_args, train
+from ropd.endpoints.models import load_model, load_tokenizer
+from ropd.training.run import build_trainer, grpo_args, train
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -6,3 +6,5 @@
   would (boundary-coded blocks, criteria lines) and build rubric and verdict replies.
 * `injection_attacks`: adversarial rollouts that try to raise their own grade.
 """
+
+__all__ = ["injection_attacks", "judge_scripts", "scripted_server", "tool_scripts"]

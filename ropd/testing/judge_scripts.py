@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ropd.config import EndpointConfig
-from ropd.llm import LLMClient
+from ropd.endpoints.llm import LLMClient
 
 BOUNDARY = re.compile(r"<<<BEGIN QUESTION ([0-9a-f]{16})>>>")
 

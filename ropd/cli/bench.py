@@ -1,0 +1,56 @@
+"""`ropd bench`: sample efficiency of the methods on one budget axis."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ropd.cli.common import (
+    err,
+    out,
+)
+from ropd.cli.deprecated import add_deprecated
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmark sample efficiency: choose each arm's learning rate on validation prompts (with learning_rates), train
+    every arm x seed from one student and teacher, evaluate held-out accuracy every N training samples, and write
+    results.json, results.md (95% intervals, paired differences), curves.png and sweep.json/sweep.md.
+
+    A rerun resumes: finished arms are read back, not trained again. Prints the results.json path on stdout.
+    """
+    from ropd.bench.runner import load_bench_config, run_bench
+
+    overrides: dict[str, object] = {"output_dir": args.output} if args.output else {}
+    if args.seeds:
+        overrides["seeds"] = [v.strip() for v in args.seeds.split(",") if v.strip()]  # checked by BenchConfig
+    bench = load_bench_config(args.config, overrides)
+    only = [v.strip() for v in args.arms.split(",") if v.strip()] if args.arms else None
+    results = run_bench(bench, config_path=args.config, finished_only=args.finished_only, only=only)
+    h = results["headline"]
+    err.print(f"headline: {h['status']}" + (f", ratio {h['ratio']:.2f}x" if h["ratio"] is not None else "") + f" ({h['note']})")
+    out.print(str(Path(bench.output_dir) / "results.json"), highlight=False)
+    return 0
+
+
+def add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="Sample efficiency of rubric OPD vs logit OPD, SOD and GRPO (held-out accuracy curves).",
+        description=cmd_bench.__doc__,
+    )
+    p.add_argument(
+        "--config", required=True, help="YAML bench config (see experiments/bench-cpu.yaml and ropd/bench/config.py's BenchConfig)."
+    )
+    p.add_argument("--output", metavar="DIR", help="Override the config's output_dir.")
+    add_deprecated(p, "--output-dir", "--output")
+    p.add_argument(
+        "--arms",
+        "--methods",
+        dest="arms",
+        help="Train only these arms now (names from the config's arms or methods), comma-separated; the others' finished "
+        "results are read back, and a later full run reads these back.",
+    )
+    p.add_argument("--seeds", help="Run only these seeds now, comma-separated.")
+    p.add_argument("--finished-only", action="store_true", help="Train nothing: write the results files from the arms that have finished.")
+    p.set_defaults(func=cmd_bench)
