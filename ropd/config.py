@@ -670,7 +670,7 @@ def add_config_flags(
     maps a field to a flag of the command that now sets it (e.g. `judge.model` -> `--model` in `ropd rubric`), which
     makes the field's own flag a deprecated spelling of that one.
     """
-    from ropd.cli.deprecated import add_deprecated
+    from ropd.flags import add_deprecated  # ropd.flags, not the CLI package: config must not import the command line
 
     replaced = replaced or {}
     for section in sections:

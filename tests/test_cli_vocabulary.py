@@ -9,7 +9,7 @@ from collections import defaultdict
 import pytest
 
 from ropd.cli import build_parser
-from ropd.cli.deprecated import DeprecatedSpelling
+from ropd.flags import DeprecatedSpelling
 
 # Config keys whose flag means what a command's own flag of that name means: the folder a command writes, the result
 # cache, the integer seed, the prompts, the teacher, the student's sampling.

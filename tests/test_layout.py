@@ -45,8 +45,17 @@ def import_graph(root: Path) -> dict[str, set[str]]:
                     base = f"{package}.{base}" if base else package
                 for alias in node.names:
                     found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in paths else known(base))
-        graph[name] = {target for target in found if target and target != name}
+        targets = {target for target in found if target}
+        # importing a.b.c runs the __init__ of the subpackage a.b first (the root `ropd` imports its exports lazily)
+        targets |= {parent for target in targets for parent in _subpackages_above(target) if parent in paths}
+        graph[name] = {target for target in targets if target != name and not name.startswith(f"{target}.")}
     return graph
+
+
+def _subpackages_above(module: str) -> list[str]:
+    """The subpackages whose __init__ runs when `module` is imported, the root package left out."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(2, len(parts))]
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -9,7 +9,7 @@ from ropd.cli.common import (
     err,
     out,
 )
-from ropd.cli.deprecated import add_deprecated
+from ropd.flags import add_deprecated
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -13,9 +13,9 @@ from ropd.cli.common import (
     check_writable,
     err,
 )
-from ropd.cli.deprecated import add_deprecated
 from ropd.config import ConfigError
 from ropd.data import DataError
+from ropd.flags import add_deprecated
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -7,8 +7,8 @@ import argparse
 from ropd.cli.common import (
     out,
 )
-from ropd.cli.deprecated import add_deprecated
 from ropd.data import DataError
+from ropd.flags import add_deprecated
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 
 from ropd.cli.common import add_llm_call_flags, fail, judge_config, llm_client, load_request, print_json
-from ropd.cli.deprecated import add_deprecated
+from ropd.flags import add_deprecated
 
 
 def cmd_judge(args: argparse.Namespace) -> int:

@@ -15,9 +15,9 @@ from ropd.cli.common import (
     fail,
     print_json,
 )
-from ropd.cli.deprecated import add_deprecated
 from ropd.config import ConfigError
 from ropd.data import DataError
+from ropd.flags import add_deprecated
 
 
 def cmd_judge_eval(args: argparse.Namespace) -> int:

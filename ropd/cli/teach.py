@@ -9,7 +9,7 @@ import sys
 from ropd.cli.common import (
     err,
 )
-from ropd.cli.deprecated import add_deprecated
+from ropd.flags import add_deprecated
 
 
 def cmd_teach(args: argparse.Namespace) -> int:

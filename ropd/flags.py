@@ -1,4 +1,6 @@
-"""Old spellings of command-line flags, kept working for one release with a warning that names the new flag.
+"""Old spellings of command-line flags, kept working for one release with a warning that names the new flag. Used by
+the config's generated flags and by the subcommands, so it stands outside `ropd/cli/` (importing that package builds
+every subcommand, which imports the config).
 
     p.add_argument("--output", metavar="FILE", help="...")
     add_deprecated(p, "--json", "--output")     # `--json F` still works: it warns on stderr, then does what `--output F` does
