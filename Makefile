@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= serve,data,bench,dev,docs
+EXTRAS ?= serve,data,bench,lora,dev,docs
 # Exact versions of every dependency of the extras above, torch's own included (`make lock` refreshes it);
 # pyproject.toml keeps the open ranges for library users.
 LOCK ?= requirements.lock

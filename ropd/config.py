@@ -422,6 +422,23 @@ class TrainingConfig(_Section):
         "rewards, correctness where known): a table in wandb and trackio, a markdown text in tensorboard. 0: none.",
     )
     gradient_checkpointing: bool = Field(default=False, description="Trade compute for memory in the student's backward pass.")
+    lora_rank: int | None = Field(
+        default=None,
+        ge=1,
+        description="Train LoRA adapters of this rank (peft, the `lora` extra) on the student's linear layers instead of every "
+        "weight: no AdamW state for the frozen weights, so a student that does not fit a full fine-tune can train. The final "
+        "model is saved with the adapters merged (a plain model every ropd command loads), the adapters alone in "
+        "<output dir>/adapter. LoRA usually wants a learning rate about 10x a full fine-tune's. Unset: full fine-tuning.",
+    )
+    lora_alpha: float | None = Field(
+        default=None, gt=0, description="LoRA scaling numerator (the update is alpha/rank x BA); unset: 2 x lora_rank."
+    )
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the LoRA branch's input.")
+    lora_target_modules: list[str] | str = Field(
+        default="all-linear",
+        description="Modules that get adapters: peft's 'all-linear' (every linear layer but the output head) or a list of "
+        "module names, e.g. [q_proj, v_proj].",
+    )
 
 
 class MethodConfig(_Section):

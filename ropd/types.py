@@ -127,6 +127,7 @@ class Usage(BaseModel):
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, those the server read from its prompt cache (usage.prompt_tokens_details)
     cost_usd: float = 0.0
     seconds: float = 0.0
     unpriced_requests: float = 0  # requests to a model missing from the price table: cost_usd leaves them out (unknown)

@@ -332,3 +332,24 @@ def test_engine_threads_follow_the_cores_the_process_may_use(monkeypatch):
     command = server_command("tiny-random", 1234)
     assert command[command.index("--threads") + 1] == "1" and command[command.index("--threads-batch") + 1] == "1"
     assert server_command("tiny-random", 1234, threads=3)[command.index("--threads") + 1] == "3"
+
+
+def test_prompt_tokens_the_server_cached_are_counted(tiny_url):
+    """A second request that repeats the first one's prompt is served mostly from llama-server's prompt cache, and the
+    client's usage says how many prompt tokens that was (what the step metrics `<role>/cached_tokens` report)."""
+    endpoint = EndpointConfig(model="tiny-random", base_url=tiny_url, max_tokens=4, temperature=0.0, max_retries=0)
+    messages = [{"role": "system", "content": "Grade the answer. " * 30}, {"role": "user", "content": "Answer: 42"}]
+
+    async def run() -> tuple[int, int, int]:
+        llm = LLMClient(endpoint, role="judge")
+        try:
+            await llm.chat(messages, key_extra={"try": 1})
+            first = llm.usage.cached_tokens
+            await llm.chat(messages, key_extra={"try": 2})  # another cache key: asked again, not read from ropd's cache
+        finally:
+            await llm.aclose()
+        return first, llm.usage.cached_tokens, llm.usage.prompt_tokens
+
+    first, cached, prompt_tokens = asyncio.run(run())
+    assert first == 0
+    assert prompt_tokens / 2 * 0.9 <= cached < prompt_tokens / 2  # nearly all of the second prompt, never more

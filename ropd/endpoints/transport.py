@@ -287,7 +287,7 @@ class Transport:
             finally:
                 self.usage.seconds += time.monotonic() - started
         spent = self._spent(response, time.monotonic() - started)
-        for name in ("prompt_tokens", "completion_tokens", "cost_usd", "unpriced_requests"):
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd", "unpriced_requests"):
             setattr(self.usage, name, getattr(self.usage, name) + getattr(spent, name))
         if not response.choices:
             raise LLMError(f"{self.role} ({self.model}): the server returned no choices")
@@ -297,12 +297,15 @@ class Transport:
         usage = response.usage
         prompt_tokens = (usage.prompt_tokens or 0) if usage else 0
         completion_tokens = (usage.completion_tokens or 0) if usage else 0
+        details = getattr(usage, "prompt_tokens_details", None)
+        cached_tokens = (getattr(details, "cached_tokens", None) or 0) if details else 0
         cost = (prompt_tokens * self.price.input + completion_tokens * self.price.output) / 1e6 if self.price else 0.0
         unpriced = 0 if self.price else 1
         return Usage(
             requests=1,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens,
             cost_usd=cost,
             seconds=seconds,
             unpriced_requests=unpriced,

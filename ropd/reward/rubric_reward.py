@@ -402,8 +402,9 @@ class RubricReward:
         return out
 
     def _usage_metrics(self) -> dict[str, float]:
-        """Tokens, cost, requests (attempts, retries included), retries and failed calls per role since the previous call,
-        and the share of results served from the cache."""
+        """Tokens (prompt tokens, and of those the ones the server's prompt cache served), cost, requests (attempts,
+        retries included), retries and failed calls per role since the previous call, and the share of results served
+        from the cache."""
         out: dict[str, float] = {}
         hits = fetched = 0
         for role, usage in self.usage_by_role().items():
@@ -411,6 +412,8 @@ class RubricReward:
             delta = {name: getattr(usage, name) - getattr(before, name) for name in Usage.model_fields}
             self._usage_seen[role] = usage.model_copy()
             out[f"{role}/tokens"] = delta["prompt_tokens"] + delta["completion_tokens"]
+            out[f"{role}/prompt_tokens"] = delta["prompt_tokens"]
+            out[f"{role}/cached_tokens"] = delta["cached_tokens"]  # prompt tokens the server did not compute again
             if not delta["unpriced_requests"]:  # left out when unknown: a model without a price
                 out[f"{role}/cost_usd"] = delta["cost_usd"]
             out[f"{role}/requests"] = delta["requests"]

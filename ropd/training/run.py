@@ -21,7 +21,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from trl import GRPOConfig
 
-from ropd.config import ConfigError, RunConfig, dump_config
+from ropd.config import ConfigError, RunConfig, TrainingConfig, dump_config
 from ropd.data import check_prompt_lengths, load_prompts, to_dataset
 from ropd.endpoints.models import ModelError, base_model_name, is_local, load_model, load_tokenizer, local_path, pick_dtype
 from ropd.reward.answers import outcome_reward
@@ -249,7 +249,7 @@ def train(config: RunConfig, callbacks: Sequence[TrainerCallback] = ()) -> Path:
                 f"{out / USAGE_FILE}: rerun with --resume and a higher --max-cost to continue."
             )
         final = out / "final"
-        trainer.save_model(str(final))
+        save_final_model(trainer, out, final)
         tokenizer.save_pretrained(str(final))
         save_model_card(trainer, out, final)
     print_run_summary(ledger.totals(), time.perf_counter() - started, final)
@@ -344,6 +344,35 @@ def add_group_tables(trainer, config: RunConfig, rewards: list) -> None:
         trainer.add_callback(GroupTables(trainer, sources, config.training.report_to, config.training.log_groups, config.training.seed))
 
 
+def lora_config(training: TrainingConfig):
+    """peft's LoraConfig for training.lora_rank (None: full fine-tuning); a clear error when peft is not installed."""
+    if training.lora_rank is None:
+        return None
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise ConfigError("training.lora_rank needs peft: pip install 'ropd[lora]' (or pip install peft)") from None
+    return LoraConfig(
+        r=training.lora_rank,
+        lora_alpha=training.lora_alpha or 2 * training.lora_rank,
+        lora_dropout=training.lora_dropout,
+        target_modules=training.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def save_final_model(trainer, out: Path, final: Path) -> None:
+    """The trained student in `final`; a LoRA run saves its adapters in <out>/adapter, then the merged model in `final`
+    (a plain model that `ropd eval`, `ropd serve` and a later run load without peft)."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if not hasattr(model, "merge_and_unload"):
+        trainer.save_model(str(final))
+        return
+    if trainer.is_world_process_zero():
+        model.save_pretrained(str(out / "adapter"))
+        model.merge_and_unload().save_pretrained(str(final))
+
+
 def save_model_card(trainer, out: Path, final: Path) -> None:
     """Write the model card (TRL's, naming the real base model) into the run folder and beside the final model."""
     trainer.create_model_card(model_name=out.resolve().name)
@@ -406,6 +435,8 @@ def build_trainer(config: RunConfig, model, tokenizer, dataset, rewards: list, t
     with the run's tools (called inside the student's rollouts); its model card names the student it started from."""
     args = grpo_args(config)
     tools = {"tools": list(toolbox.functions)} if toolbox is not None else {}
+    if (lora := lora_config(config.training)) is not None:
+        tools["peft_config"] = lora
     if teacher is not None:
         served = isinstance(teacher, ServedTeacherLogprobs)
         trainer = build_white_box_trainer(
