@@ -75,6 +75,12 @@ class EndpointConfig(_Section):
         description="Weights of a local Hugging Face model when ropd serves it: llama.cpp converts it once to GGUF f16 (auto), "
         "f32, bf16 or q8_0 (int8); vLLM takes the dtype as is. Packaged GGUF models are served as shipped.",
     )
+    serve_args: list[str] = Field(
+        default_factory=list,
+        description="Extra command-line arguments for the loopback server ropd starts when this model is local, after ropd's "
+        "own, e.g. [--spec-type, ngram-mod] for llama.cpp's n-gram speculative decoding (drafts from text already in the "
+        "context: a judge quoting the answers). Ignored for an endpoint ropd does not start.",
+    )
     check: bool = Field(
         default=True,
         description="Before any model is loaded, check a remote endpoint: its key variable is set and it answers (its model "

@@ -353,3 +353,26 @@ def test_prompt_tokens_the_server_cached_are_counted(tiny_url):
     first, cached, prompt_tokens = asyncio.run(run())
     assert first == 0
     assert prompt_tokens / 2 * 0.9 <= cached < prompt_tokens / 2  # nearly all of the second prompt, never more
+
+
+def test_serve_args_of_a_config_reach_the_engine_command_line(tmp_path):
+    """judge.serve_args go to the llama-server ropd starts for a local judge, after ropd's own arguments."""
+    from contextlib import ExitStack
+
+    from ropd.config import ConfigError, load_config
+    from ropd.reward.setup import serve_local_models
+
+    extra = ["--spec-type", "ngram-mod"]
+    settings = {"judge.model": "tiny-random", "judge.serve_args": extra, "output.dir": str(tmp_path / "run")}
+    # Teacher and judge on one model share one server: different server settings are refused, naming both roles.
+    with ExitStack() as stack, pytest.raises(ConfigError, match=r"teacher and judge use the local model 'tiny-random'.*serve_args"):
+        serve_local_models(load_config(overrides={**settings, "teacher.model": "tiny-random"}), stack)
+    config = load_config(overrides={**settings, "teacher.model": "tiny-random-teacher"})
+    with ExitStack() as stack:
+        url = serve_local_models(config, stack)["judge"]
+        pid = server_pid(int(url.rsplit(":", 1)[1].split("/")[0]))
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            argv = cmdline.read().decode().split("\0")[:-1]
+        assert argv[-2:] == extra and "--model" in argv[:-2]
+        assert get(url, "/health")["status"] == "ok"
+    assert not process_running(pid)

@@ -29,7 +29,7 @@ import time
 import typing
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -299,18 +299,20 @@ def local_server(
     engine: str = "auto",
     slots: int = DEFAULT_SLOTS,
     slot_context: int | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[str]:
     """Serve a local model on 127.0.0.1; yield its base URL ("http://127.0.0.1:PORT/v1").
 
-    The engine's output goes to `log_path` (else a temporary file). The process is stopped on exit,
-    also on errors and Ctrl-C. A port taken by someone else before the engine binds it is retried.
+    `extra_args` go on the engine's command line after ropd's own. The engine's output goes to `log_path` (else a
+    temporary file). The process is stopped on exit, also on errors and Ctrl-C. A port taken by someone else before
+    the engine binds it is retried.
     """
     log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="ropd-serve-", suffix=".log")[1])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     options = {"models": models, "engine": engine, "dtype": dtype, "threads": threads, "slots": slots, "slot_context": slot_context}
     for attempt in range(1, START_ATTEMPTS + 1):
         chosen = port or free_port()
-        command = server_command(model, chosen, served_name=model, **options)
+        command = [*server_command(model, chosen, served_name=model, **options), *extra_args]
         log.info("starting %s for %s on port %d (log: %s)", Path(command[0]).name, model, chosen, log_path)
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ropd.config import ORACLE, EndpointConfig, JudgeConfig, RunConfig
+from ropd.config import ORACLE, ConfigError, EndpointConfig, JudgeConfig, RunConfig
 from ropd.endpoints.llm import LLMClient
 from ropd.endpoints.models import is_local
 from ropd.endpoints.serve import local_identity
@@ -80,26 +80,36 @@ def serve_local_models(config: RunConfig, stack: ExitStack, processes: Processes
 
 
 def _start_local_servers(config: RunConfig, stack: ExitStack) -> dict[str, str]:
-    """The loopback servers of this process: one per local model (the first role to ask picks its settings)."""
-    served: dict[str, str] = {}
+    """The loopback servers of this process: one per local model, shared by the roles that use it (which must then ask
+    for the same server settings: serve_engine, serve_dtype, serve_args)."""
+    served: dict[str, tuple[str, str, tuple]] = {}  # model -> (URL, the role that started it, its settings)
 
-    def url_for(endpoint: EndpointConfig) -> str:
+    def url_for(role: str, endpoint: EndpointConfig) -> str:
         model = endpoint.model
-        if model not in served:
-            from ropd.endpoints.serve import local_server  # looked up when called, as in ropd.reward.teacher
+        settings = (endpoint.serve_engine, endpoint.serve_dtype, tuple(endpoint.serve_args))
+        if model in served:
+            url, first, started = served[model]
+            if started != settings:
+                raise ConfigError(
+                    f"{first} and {role} use the local model '{model}', which one server serves, but ask for different server "
+                    f"settings (serve_engine, serve_dtype, serve_args): {list(started)} vs {list(settings)}; give both the same"
+                )
+            return url
+        from ropd.endpoints.serve import local_server  # looked up when called, as in ropd.reward.teacher
 
-            console.print(f"starting a local OpenAI-compatible server for {model} ...")
-            log = Path(config.output.dir) / f"serve-{model.replace('/', '_')}.log"
-            server = local_server(model, models=config.models, log_path=log, dtype=endpoint.serve_dtype, engine=endpoint.serve_engine)
-            served[model] = stack.enter_context(server)
-        return served[model]
+        console.print(f"starting a local OpenAI-compatible server for {model} ...")
+        log = Path(config.output.dir) / f"serve-{model.replace('/', '_')}.log"
+        options = {"dtype": endpoint.serve_dtype, "engine": endpoint.serve_engine, "extra_args": endpoint.serve_args}
+        server = local_server(model, models=config.models, log_path=log, **options)
+        served[model] = (stack.enter_context(server), role, settings)
+        return served[model][0]
 
     urls: dict[str, str] = {}
     if needs_local_server(config):
-        urls["teacher"] = url_for(config.teacher)
+        urls["teacher"] = url_for("teacher", config.teacher)
     judge = config.judge_endpoint()
     if not judge.base_url and is_local(judge.model, config.models):
-        urls["judge"] = url_for(judge)
+        urls["judge"] = url_for("judge", judge)
     return urls
 
 
