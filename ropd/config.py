@@ -434,7 +434,7 @@ class TrainingConfig(_Section):
         description="Train LoRA adapters of this rank (peft, the `lora` extra) on the student's linear layers instead of every "
         "weight: no AdamW state for the frozen weights, so a student that does not fit a full fine-tune can train. The final "
         "model is saved with the adapters merged (a plain model every ropd command loads), the adapters alone in "
-        "<output dir>/adapter. LoRA usually wants a learning rate about 10x a full fine-tune's. Unset: full fine-tuning.",
+        "<output dir>/adapter. LoRA is usually run with a larger learning rate than a full fine-tune. Unset: full fine-tuning.",
     )
     lora_alpha: float | None = Field(
         default=None, gt=0, description="LoRA scaling numerator (the update is alpha/rank x BA); unset: 2 x lora_rank."
