@@ -54,7 +54,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=40, help="held-out prompts per task")
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=20)
-    parser.add_argument("--tasks", default=",".join(CANDIDATES), help="comma-separated subset of the candidates")
+    parser.add_argument(
+        "--tasks", default=",".join(CANDIDATES), help="comma-separated candidates (teacher: only where the student has >= 10%%)"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -63,6 +65,8 @@ def main() -> None:
     results: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}  # measured earlier: kept, not redone
     for role, name in (("student", args.student), ("teacher", args.teacher)):
         todo = [task for task in tasks if results.get(task, {}).get(role, {}).get("model") != name]
+        if role == "teacher":  # a task the student cannot start on is out whatever the teacher does
+            todo = [task for task in todo if results[task]["student"]["accuracy"] >= 0.10]
         if not todo:
             continue
         model, tokenizer = load_model(name, dtype="float32"), load_tokenizer(name)
@@ -101,9 +105,13 @@ def write_table(results: dict[str, dict], args: argparse.Namespace) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for task, entry in results.items():
-        if "teacher" not in entry or "student" not in entry:
+        if "student" not in entry:
             continue
-        s, t = entry["student"], entry["teacher"]
+        s, t = entry["student"], entry.get("teacher")
+        if t is None:  # the teacher is measured only where the student qualifies
+            reason = "student below 10%" if s["accuracy"] < 0.10 else "teacher not measured"
+            lines.append(f"| {task} | {100 * s['accuracy']:.1f}% | not measured | | {s['truncated']:.0%} | | no ({reason}) |")
+            continue
         low, high = gap_interval(s["correct"], t["correct"])
         gap = 100 * (t["accuracy"] - s["accuracy"])
         fits = "yes" if gap >= 20 and s["accuracy"] >= 0.10 else "no"
@@ -111,7 +119,7 @@ def write_table(results: dict[str, dict], args: argparse.Namespace) -> None:
             f"| {task} | {100 * s['accuracy']:.1f}% | {100 * t['accuracy']:.1f}% | {gap:+.1f} [{low:+.1f}, {high:+.1f}] "
             f"| {s['truncated']:.0%} | {t['truncated']:.0%} | {fits} |"
         )
-    command = f"experiments/pair_tasks.py --prompts {args.prompts} --max-new-tokens {args.max_new_tokens} --tasks {args.tasks}"
+    command = f"experiments/pair_tasks.py --prompts {args.prompts} --max-new-tokens {args.max_new_tokens} --tasks {','.join(results)}"
     lines += ["", f"Command: `.venv/bin/python {command}`", ""]
     (args.out / "tasks.md").write_text("\n".join(lines))
     print("\n".join(lines))
