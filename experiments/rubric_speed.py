@@ -110,7 +110,8 @@ async def replay(config: RunConfig, steps: list[list[dict]], judge_url: str, cac
             }
         row["time_rubric_s"] = round(metrics.get("time/rubric", 0.0), 1)
         row["time_judge_s"] = round(metrics.get("time/judge", 0.0), 1)
-        row["pairwise_accuracy"] = metrics.get("rubric/pairwise_accuracy")
+        row["pairwise_accuracy"] = metrics.get("quality/pairwise_acc")
+        row["student_correct_rate"] = metrics.get("quality/student_correct_rate")
         row["failed_groups"] = metrics.get("rubric/group_failure_rate")
         figures.append(row)
         print(json.dumps(row), flush=True)
