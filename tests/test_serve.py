@@ -351,8 +351,9 @@ def test_prompt_tokens_the_server_cached_are_counted(tiny_url):
         return first, llm.usage.cached_tokens, llm.usage.prompt_tokens
 
     first, cached, prompt_tokens = asyncio.run(run())
-    assert first == 0
-    assert prompt_tokens / 2 * 0.9 <= cached < prompt_tokens / 2  # nearly all of the second prompt, never more
+    per_request = prompt_tokens / 2
+    assert first < 0.1 * per_request  # the first time, at most the chat template's opening (the server is shared)
+    assert 0.9 * per_request <= cached - first < per_request  # nearly all of the second prompt, never all of it
 
 
 def test_serve_args_of_a_config_reach_the_engine_command_line(tmp_path):
