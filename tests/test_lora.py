@@ -53,7 +53,7 @@ def test_lora_run_moves_only_the_adapted_layers_and_saves_a_merged_model(tmp_pat
     assert [m["step"] for m in steps if "opd/reverse_kl" in m] == [1, 2, 3]
 
 
-def test_lora_settings_map_onto_peft(monkeypatch):
+def test_lora_settings_map_onto_peft(monkeypatch, tmp_path):
     config = load_config(overrides={"training.lora_rank": 8, "training.lora_target_modules": ["q_proj", "v_proj"]})
     lora = lora_config(config.training)
     assert (lora.r, lora.lora_alpha, set(lora.target_modules)) == (8, 16, {"q_proj", "v_proj"})
@@ -71,3 +71,11 @@ def test_lora_settings_map_onto_peft(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_peft)
     with pytest.raises(ConfigError, match=r"lora_rank needs peft: pip install 'ropd\[lora\]'"):
         lora_config(config.training)
+    # `ropd train` stops on it before any model loads or any server starts.
+    loaded = []
+    monkeypatch.setattr("ropd.training.run.load_model", lambda *a, **k: loaded.append(a))
+    settings = {"training.lora_rank": 8, "method.name": "grpo", "student.model": "tiny-random", "output.dir": str(tmp_path)}
+    run = load_config(overrides=settings)
+    with pytest.raises(ConfigError, match="lora_rank needs peft"):
+        train(run)
+    assert not loaded

@@ -301,7 +301,8 @@ def finished_run(out: Path, checkpoint: Path) -> Path:
 
 
 def check_inputs(config: RunConfig) -> tuple[list, Toolbox | None]:
-    """The run's prompts and toolbox, after the checks that need no model: data, templates, tools."""
+    """The run's prompts and toolbox, after the checks that need no model: data, templates, tools, peft for LoRA."""
+    lora_config(config.training)  # LoRA without peft installed stops the run here, before any model loads
     prompts = load_prompts(config.data.dataset, config.data.split, config.data.max_prompts, config.data.system_prompt)
     if len(prompts) < config.training.prompts_per_step:
         raise TrainingError(f"{config.data.dataset} has {len(prompts)} prompts; prompts_per_step is {config.training.prompts_per_step}")
