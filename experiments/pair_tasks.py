@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 
+from ropd.bench.stats import paired_difference
 from ropd.data import load_prompts
 from ropd.endpoints.models import load_model, load_tokenizer
 from ropd.evaluation.eval import evaluate
@@ -34,17 +34,6 @@ OUT = Path("experiments/results/bench-cpu-pair")
 def spec(task: str, query: str, size: int) -> str:
     extra = f"&{query}" if query else ""
     return f"reasoning-gym:{task}?size={size}&seed=1{extra}"
-
-
-def gap_interval(student: list[int], teacher: list[int], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% paired bootstrap interval (percentile) of teacher - student accuracy, in points."""
-    rng, n = random.Random(seed), len(student)
-    gaps = []
-    for _ in range(draws):
-        idx = [rng.randrange(n) for _ in range(n)]
-        gaps.append(100 * sum(teacher[i] - student[i] for i in idx) / n)
-    gaps.sort()
-    return gaps[int(0.025 * draws)], gaps[int(0.975 * draws) - 1]
 
 
 def main() -> None:
@@ -112,8 +101,8 @@ def write_table(results: dict[str, dict], args: argparse.Namespace) -> None:
             reason = "student below 10%" if s["accuracy"] < 0.10 else "teacher not measured"
             lines.append(f"| {task} | {100 * s['accuracy']:.1f}% | not measured | | {s['truncated']:.0%} | | no ({reason}) |")
             continue
-        low, high = gap_interval(s["correct"], t["correct"])
-        gap = 100 * (t["accuracy"] - s["accuracy"])
+        interval = paired_difference({0: t["correct"]}, {0: s["correct"]})  # one seed, paired over the same prompts
+        gap, low, high = 100 * interval.mean, 100 * interval.low, 100 * interval.high
         fits = "yes" if gap >= 20 and s["accuracy"] >= 0.10 else "no"
         lines.append(
             f"| {task} | {100 * s['accuracy']:.1f}% | {100 * t['accuracy']:.1f}% | {gap:+.1f} [{low:+.1f}, {high:+.1f}] "

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_reward_latency import append_run, machine_state
 
 from ropd.bench.config import arm_config, load_bench_config
-from ropd.config import RunConfig
+from ropd.config import RunConfig, set_dotted
 from ropd.data import load_prompts
 from ropd.endpoints.cache import ResultCache
 from ropd.reward.setup import build_rubric_reward, serve_local_models
@@ -56,14 +56,11 @@ def read_groups(path: Path, steps: int) -> list[list[dict]]:
 
 
 def with_overrides(config: RunConfig, settings: list[str]) -> RunConfig:
+    """The config with each KEY=YAML setting applied, validated again."""
     data = config.model_dump(mode="json")
     for setting in settings:
         key, _, value = setting.partition("=")
-        *parents, leaf = key.split(".")
-        node = data
-        for name in parents:
-            node = node[name]
-        node[leaf] = yaml.safe_load(value)
+        set_dotted(data, key, yaml.safe_load(value))
     return RunConfig.model_validate(data)
 
 

@@ -602,7 +602,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `value` at a dotted key (e.g. judge.serve_args) of a nested config mapping, creating sections on the way."""
     *parents, leaf = dotted.split(".")
     node = tree
     for part in parents:
@@ -626,7 +627,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         data = _read_yaml(path)
         file_label = str(path)
     for dotted, value in (overrides or {}).items():
-        _set_dotted(data, dotted, value)
+        set_dotted(data, dotted, value)
         section, _, field = dotted.partition(".")
         source_of[(section, field) if field else (section,)] = f"command line ({flag_for(dotted)})"
     try:
