@@ -28,13 +28,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import SimpleNamespace
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_reward_latency import append_run, machine_state
 
 from ropd.bench.config import arm_config, load_bench_config
-from ropd.config import RunConfig, set_dotted
+from ropd.config import RunConfig, with_settings
 from ropd.data import load_prompts
 from ropd.endpoints.cache import ResultCache
 from ropd.reward.setup import build_rubric_reward, serve_local_models
@@ -53,15 +51,6 @@ def read_groups(path: Path, steps: int) -> list[list[dict]]:
         if group.get("rollouts") and group.get("teacher_answers"):
             by_step.setdefault(group["step"], []).append(group)
     return [by_step[step] for step in sorted(by_step)[:steps]]
-
-
-def with_overrides(config: RunConfig, settings: list[str]) -> RunConfig:
-    """The config with each KEY=YAML setting applied, validated again."""
-    data = config.model_dump(mode="json")
-    for setting in settings:
-        key, _, value = setting.partition("=")
-        set_dotted(data, key, yaml.safe_load(value))
-    return RunConfig.model_validate(data)
 
 
 def recorded_teacher(groups: list[dict]):
@@ -131,7 +120,7 @@ def main() -> None:
     machine = machine_state()
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         teacher = stack.enter_context(ScriptedServer(recorded_teacher([g for step in steps for g in step])))
-        config = with_overrides(arm_config(bench, args.arm, seed=0), args.set)
+        config = with_settings(arm_config(bench, args.arm, seed=0), args.set)
         config = config.model_copy(
             update={
                 "teacher": config.teacher.model_copy(update={"model": "recorded-teacher", "base_url": teacher.base_url, "check": False}),

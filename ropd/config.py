@@ -103,6 +103,11 @@ class TeacherConfig(EndpointConfig):
         description="opd/sod with a served teacher (base_url set): the teacher's tokenizer (alias, path or Hub id) for the "
         "same-vocabulary check; unset: the teacher model's own name, which must then resolve to local files.",
     )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="Weights dtype of a local teacher loaded beside the student for opd/sod (its logits): auto = student.dtype. "
+        "bfloat16 halves a float32 teacher's memory on CPU.",
+    )
     use_truncated: bool = Field(
         default=False,
         description="Use teacher answers the server cut off at max_tokens (finish reason 'length') as reference answers and "
@@ -612,6 +617,17 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
             raise ConfigError(f"cannot set '{dotted}': '{part}' is not a section")
         node = child
     node[leaf] = value
+
+
+def with_settings(config: RunConfig, settings: list[str]) -> RunConfig:
+    """`config` with each 'KEY=YAML' setting (dotted key, YAML value) applied, validated again."""
+    data = config.model_dump(mode="json")
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep:
+            raise ConfigError(f"setting '{setting}' is not KEY=VALUE")
+        set_dotted(data, key, yaml.safe_load(value))
+    return RunConfig.model_validate(data)
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:

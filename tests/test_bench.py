@@ -381,3 +381,44 @@ def test_sweep_chooses_each_rate_on_validation_then_runs_seeds_with_intervals_an
     page = index.read_text()
     assert "run folder not kept" not in page and "difference-table" in page
     assert (tmp_path / "report" / "arms" / "oracle-p20-seed1" / "index.html").is_file()
+
+
+def test_an_arm_can_sweep_its_own_rates_and_is_chosen_only_when_they_have_all_finished(tmp_path):
+    """arms.X.learning_rates narrows a slow arm's sweep; its choice waits for its own rates only, a rate outside them is
+    not read as part of it, and sweep.md marks the rates it never tries."""
+    from ropd.bench.report import SweepRun, choose_learning_rates
+    from ropd.bench.results import sweep_markdown
+
+    data = sweep_data(tmp_path / "bench")
+    data["arms"] = {
+        "grpo": {"method": "grpo"},
+        "opd": {"method": "opd", "learning_rates": [1e-3]},
+        "oracle": {"method": "ropd", "learning_rate_from": "opd", "overrides": {"judge": {"model": "oracle", "allow_oracle": True}}},
+    }
+    bench = BenchConfig.model_validate(data)
+    assert bench.sweep_plan() == {"grpo": [1e-3, 1e-2], "opd": [1e-3]}
+    assert bench.swept_rates() == [1e-3, 1e-2]
+
+    def run(arm, rate, acc):
+        return SweepRun(arm=arm, learning_rate=rate, result=finished_arm(arm, 0, [0.0, acc]))
+
+    runs = [run("grpo", 1e-3, 0.3), run("opd", 1e-2, 0.9)]  # opd at 1e-2: outside its sweep (an older run), ignored
+    assert choose_learning_rates(runs, bench.sweep_plan()) == {}
+    runs += [run("grpo", 1e-2, 0.5), run("opd", 1e-3, 0.2)]
+    assert choose_learning_rates(runs, bench.sweep_plan()) == {"grpo": 1e-2, "opd": 1e-3}
+    table = {
+        "validation": {"dataset": "d", "max_new_tokens": 8},
+        "validation_protocol": "greedy",
+        "validation_prompts": 3,
+        "step0_accuracy": 0.1,
+        "seed": 0,
+        "learning_rates": bench.swept_rates(),
+        "learning_rates_by_arm": bench.sweep_plan(),
+        "chosen": {"opd": 1e-3},
+        "runs": [{"arm": "opd", "learning_rate": 1e-3, "accuracy": 0.2, "low": 0.1, "high": 0.3}],
+    }
+    assert "| logit OPD | 20.0% [10.0%–30.0%] | not tried | 0.001 |" in sweep_markdown(bench, table)
+
+    data["arms"]["oracle"]["learning_rates"] = [1e-3]
+    with pytest.raises(ValueError, match=r"arms\.oracle: give learning_rates or learning_rate_from, not both"):
+        BenchConfig.model_validate(data)

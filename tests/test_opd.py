@@ -64,6 +64,18 @@ def grpo_args(tmp_path, **overrides) -> GRPOConfig:
     return GRPOConfig(**{**settings, **overrides})
 
 
+def padded_batch(tokenizer) -> dict:
+    """One generation batch of two rows, left-padded prompts and a right-padded completion, as TRL hands it to the loss."""
+    pad = tokenizer.pad_token_id
+    return {
+        "prompt_ids": torch.tensor([[5, 17, 300], [pad, 44, 9]]),
+        "prompt_mask": torch.tensor([[1, 1, 1], [0, 1, 1]]),
+        "completion_ids": torch.tensor([[71, 72, 73, 74], [81, 82, pad, pad]]),
+        "completion_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]),
+        "num_items_in_batch": torch.tensor(6.0),  # completion tokens of the whole generation batch
+    }
+
+
 def id_sum_reward(completion_ids, **_):
     """A reward computable from the token ids alone, so a test can recompute the sequence advantage."""
     return [float(sum(ids) % 5) for ids in completion_ids]
@@ -397,14 +409,7 @@ def test_opd_loss_and_gradient_agree_with_trls_distillation_trainer_at_beta_1(tm
         train_dataset=dataset,
         processing_class=tokenizer,
     )
-    pad = tokenizer.pad_token_id
-    inputs = {
-        "prompt_ids": torch.tensor([[5, 17, 300], [pad, 44, 9]]),
-        "prompt_mask": torch.tensor([[1, 1, 1], [0, 1, 1]]),
-        "completion_ids": torch.tensor([[71, 72, 73, 74], [81, 82, pad, pad]]),
-        "completion_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]),
-        "num_items_in_batch": torch.tensor(6.0),  # completion tokens of the whole generation batch
-    }
+    inputs = padded_batch(tokenizer)
     losses, grads = [], []
     for trainer in (ours, trl_trainer):
         trainer.model.train()
@@ -418,3 +423,39 @@ def test_opd_loss_and_gradient_agree_with_trls_distillation_trainer_at_beta_1(tm
     for name, grad in grads[0].items():
         # The largest gradient entry is ~1e-3 on these tiny models: compare relatively too, not only to 1e-5.
         torch.testing.assert_close(grad, grads[1][name], rtol=1e-4, atol=1e-8, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_teacher_dtype_loads_the_white_box_teacher_in_bfloat16_and_the_loss_follows(tmp_path, tokenizer, dataset):
+    """teacher.dtype: bfloat16 halves a CPU teacher's memory; the float32 student's loss moves only by bfloat16 rounding."""
+    from ropd.config import RunConfig
+    from ropd.training.run import white_box_teacher
+
+    def config(dtype: str) -> RunConfig:
+        return RunConfig.model_validate(
+            {"method": {"name": "opd"}, "student": {"model": "tiny-random"}, "teacher": {"model": "tiny-random-teacher", "dtype": dtype}}
+        )
+
+    teachers = {dtype: white_box_teacher(config(dtype), tokenizer) for dtype in ("auto", "bfloat16")}
+    assert {p.dtype for p in teachers["auto"].parameters()} == {torch.float32}  # auto = the student's dtype (float32 on CPU)
+    assert {p.dtype for p in teachers["bfloat16"].parameters()} == {torch.bfloat16}
+    inputs = padded_batch(tokenizer)
+    losses = {}
+    for dtype, teacher in teachers.items():
+        trainer = build_white_box_trainer(
+            "opd",
+            model=load_model("tiny-random"),
+            teacher_model=teacher,
+            processing_class=tokenizer,
+            args=grpo_args(tmp_path / dtype, temperature=1.0),
+            train_dataset=dataset,
+            reward_funcs=[],
+            method_config=MethodConfig(name="opd"),
+        )
+        trainer.model.train()
+        trainer.current_gradient_accumulation_steps = 1
+        loss = trainer.compute_loss(trainer.model, dict(inputs))
+        loss.backward()
+        assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trainer.model.parameters())
+        losses[dtype] = loss.item()
+    assert losses["auto"] > 0
+    assert losses["bfloat16"] == pytest.approx(losses["auto"], rel=0.05)

@@ -65,6 +65,12 @@ class ArmSpec(_Strict):
         description="Use the learning rate the sweep chose for this other arm instead of sweeping this one (e.g. oracle arms "
         "take rubric OPD's).",
     )
+    learning_rates: list[float] | None = Field(
+        default=None,
+        min_length=1,
+        description="This arm's learning-rate sweep instead of the bench's `learning_rates` (e.g. fewer rates for a slow arm); "
+        "unset: the bench's.",
+    )
 
 
 class BenchConfig(_Strict):
@@ -149,9 +155,11 @@ class BenchConfig(_Strict):
                 raise ValueError(f"arms: name '{name}' may hold only letters, digits, '-' and '_' (it names folders)")
             if spec.learning_rate_from is not None and spec.learning_rate_from not in self.arms:
                 raise ValueError(f"arms.{name}.learning_rate_from: no arm named '{spec.learning_rate_from}'")
+            if spec.learning_rates is not None and spec.learning_rate_from is not None:
+                raise ValueError(f"arms.{name}: give learning_rates or learning_rate_from, not both")
             if "output" in spec.overrides:
                 raise ValueError(f"arms.{name}.overrides: output is set by the bench for each arm")
-        if self.learning_rates and self.validation is None:
+        if self.swept_rates() and self.validation is None:
             raise ValueError("learning_rates: a sweep needs `validation` prompts to choose on")
         if self.validation is not None and self.validation.dataset in (self.eval.dataset, self.base.data.dataset):
             raise ValueError("validation.dataset must differ from both the training and the held-out prompts")
@@ -172,6 +180,19 @@ class BenchConfig(_Strict):
         for name in self.arms:
             arm_config(self, name, self.seeds[0])  # each arm's overrides make a valid run config
         return self
+
+    def arm_rates(self, name: str) -> list[float]:
+        """The learning rates the sweep tries for this arm: its own list, else the bench's (empty: no sweep)."""
+        spec = self.arms[name]
+        return [] if spec.learning_rate_from is not None else spec.learning_rates or self.learning_rates
+
+    def sweep_plan(self) -> dict[str, list[float]]:
+        """The rates each swept arm tries, by arm (arms that take another's rate, or have none to try, left out)."""
+        return {name: rates for name in self.arms if (rates := self.arm_rates(name))}
+
+    def swept_rates(self) -> list[float]:
+        """Every rate some arm's sweep tries, ascending."""
+        return sorted({rate for name in self.arms for rate in self.arm_rates(name)})
 
     def label(self, name: str) -> str:
         """An arm's name in tables: its label, or the method's for an arm named after its method."""

@@ -85,13 +85,14 @@ class SweepRun(BaseModel):
         return self.result.curve[-1].accuracy
 
 
-def choose_learning_rates(runs: list[SweepRun], rates: list[float]) -> dict[str, float]:
-    """Per arm whose runs at every rate have finished: the rate with the best final validation accuracy, the smaller on a tie."""
+def choose_learning_rates(runs: list[SweepRun], rates: dict[str, list[float]]) -> dict[str, float]:
+    """Per arm whose runs at every one of its `rates` have finished: the rate with the best final validation accuracy,
+    the smaller on a tie."""
     chosen: dict[str, float] = {}
     for arm in dict.fromkeys(r.arm for r in runs):
-        mine = {r.learning_rate: r.accuracy for r in runs if r.arm == arm}
-        if set(mine) >= set(rates):
-            chosen[arm] = max(sorted(rates), key=lambda rate: mine[rate])  # max keeps the first (smallest) of equals
+        mine = {r.learning_rate: r.accuracy for r in runs if r.arm == arm and r.learning_rate in rates.get(arm, [])}
+        if mine and set(mine) >= set(rates[arm]):
+            chosen[arm] = max(sorted(rates[arm]), key=lambda rate: mine[rate])  # max keeps the first (smallest) of equals
     return chosen
 
 

@@ -61,7 +61,7 @@ def write_results(
             "updates_per_batch": base.training.updates_per_batch,
             "max_completion_length": base.training.max_completion_length,
             "learning_rate": base.training.learning_rate,
-            "learning_rates_swept": bench.learning_rates,
+            "learning_rates_swept": bench.swept_rates(),
             "teacher_answers_per_prompt": base.teacher.num_answers,
             "eval_every": bench.eval_every,
             "seeds": bench.seeds,
@@ -97,7 +97,7 @@ def _step0_interval(bench: BenchConfig, step0: dict[str, Any]) -> dict[str, Any]
 def write_sweep(bench: BenchConfig, runs: list[SweepRun], step0: dict[str, Any]) -> dict[str, Any]:
     """Write sweep.json and sweep.md: each arm's final validation accuracy at each learning rate, and the rate chosen."""
     out = Path(bench.output_dir)
-    chosen = choose_learning_rates(runs, bench.learning_rates)
+    chosen = choose_learning_rates(runs, bench.sweep_plan())
     assert bench.validation is not None
     table = []
     for run in runs:
@@ -120,7 +120,8 @@ def write_sweep(bench: BenchConfig, runs: list[SweepRun], step0: dict[str, Any])
         "validation_protocol": bench.validation.protocol(),
         "validation_prompts": step0.get("num_prompts"),
         "step0_accuracy": step0["accuracy"],
-        "learning_rates": bench.learning_rates,
+        "learning_rates": bench.swept_rates(),
+        "learning_rates_by_arm": bench.sweep_plan(),
         "seed": bench.seeds[0],
         "chosen": chosen,
         "runs": table,
@@ -149,6 +150,9 @@ def sweep_markdown(bench: BenchConfig, sweep: dict[str, Any]) -> str:
         cells = []
         for rate in rates:
             run = next((r for r in sweep["runs"] if r["arm"] == arm and r["learning_rate"] == rate), None)
+            if run is None and rate not in sweep.get("learning_rates_by_arm", {}).get(arm, rates):
+                cells.append("not tried")
+                continue
             cells.append("–" if run is None else f"{_pct(run['accuracy'])} [{_pct(run['low'])}–{_pct(run['high'])}]")
         chosen = sweep["chosen"].get(arm)
         lines.append(
@@ -156,7 +160,7 @@ def sweep_markdown(bench: BenchConfig, sweep: dict[str, Any]) -> str:
             + " | ".join(cells)
             + f" | {'–' if chosen is None else f'{chosen:g}'} |"
         )
-    lines += ["", "Intervals: 95% bootstrap over validation prompts (one seed)."]
+    lines += ["", "Intervals: 95% bootstrap over validation prompts (one seed). –: not finished; not tried: outside the arm's own sweep."]
     return "\n".join(lines) + "\n"
 
 

@@ -369,21 +369,21 @@ def prefetch_teacher_answers(bench: BenchConfig, name: str, seed: int) -> dict[s
 
 def swept_arms(bench: BenchConfig) -> list[str]:
     """The arms the learning-rate sweep trains: all but those that take another arm's rate."""
-    return [name for name, spec in bench.arms.items() if spec.learning_rate_from is None] if bench.learning_rates else []
+    return list(bench.sweep_plan())
 
 
 def run_sweep(bench: BenchConfig, train: list[str], tokens_per_prompt: dict[str, int]) -> dict[str, float]:
     """Train each swept arm in `train` once per learning rate (first seed, full budget), evaluated on the validation
     prompts, and read back the finished runs of the others; write sweep.json and sweep.md; return the chosen rate of
     every arm whose runs have all finished."""
-    if not bench.learning_rates or bench.validation is None:
+    if not bench.swept_rates() or bench.validation is None:
         return {}
     out = Path(bench.output_dir)
     prompts = load_prompts(bench.validation.dataset, max_prompts=bench.validation.max_prompts, system_prompt=bench.base.data.system_prompt)
     step0 = evaluate_model(bench.base.student.model, bench.base, prompts, bench.validation, out / "step0_validation.json")
     runs: list[SweepRun] = []
     for name in swept_arms(bench):
-        for rate in bench.learning_rates:
+        for rate in bench.arm_rates(name):
             if name in train:
                 result = run_arm(bench, name, bench.seeds[0], prompts, step0, tokens_per_prompt, rate, sweep=True)
             else:
@@ -393,15 +393,15 @@ def run_sweep(bench: BenchConfig, train: list[str], tokens_per_prompt: dict[str,
             runs.append(SweepRun(arm=name, learning_rate=rate, result=result))
             write_sweep(bench, runs, step0)
     write_sweep(bench, runs, step0)
-    return choose_learning_rates(runs, bench.learning_rates)
+    return choose_learning_rates(runs, bench.sweep_plan())
 
 
 def arm_learning_rate(bench: BenchConfig, name: str, chosen: dict[str, float]) -> float | None:
     """The rate an arm trains its seeds with: the sweep's choice (its own or another arm's), else the base rate.
     Raises when the sweep has not finished for it."""
-    if not bench.learning_rates:
-        return None
     source = bench.arms[name].learning_rate_from or name
+    if not bench.arm_rates(source):
+        return None
     if source not in chosen:
         raise ConfigError(f"arm '{name}': the learning-rate sweep of '{source}' has not finished")
     return chosen[source]
@@ -437,7 +437,8 @@ def run_bench(
     arms: list[ArmResult] = []
     for seed in bench.seeds:  # seed-major: a budget cut short leaves every arm with the same seeds done
         for name in bench.arms:
-            if bench.learning_rates and (bench.arms[name].learning_rate_from or name) not in chosen:
+            source = bench.arms[name].learning_rate_from or name
+            if bench.arm_rates(source) and source not in chosen:
                 continue  # its sweep has not finished
             rate = arm_learning_rate(bench, name, chosen)
             if finished_only or name not in selected:

@@ -410,7 +410,8 @@ def white_box_teacher(config: RunConfig, student_tokenizer):
             f"the API model '{name}'. Use --method ropd, which needs only the teacher's text."
         )
     check_same_vocabulary(student_tokenizer, load_tokenizer(name, config.models), name)
-    return load_model(name, config.student.dtype, config.models)
+    dtype = config.student.dtype if teacher.dtype == "auto" else teacher.dtype
+    return load_model(name, dtype, config.models)
 
 
 def set_chat_template(tokenizer, spec: str | None, tools: bool = False) -> None:
