@@ -20,7 +20,6 @@ import json
 import math
 import multiprocessing
 import os
-import resource
 import tempfile
 import threading
 import time
@@ -64,6 +63,13 @@ class ChildMemory:
             self.peak_mib = max(self.peak_mib, total)
 
 
+def own_peak_rss_kib() -> int:
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: Linux carries that over an exec from the process
+    that started this one, so a spawned worker can report its parent's peak."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmHWM"].split()[0])
+
+
 def time_arm(bench, name: str, steps: int, settings: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         config = with_settings(arm_config(bench, name, seed=bench.seeds[0]), settings)
@@ -85,7 +91,7 @@ def time_arm(bench, name: str, steps: int, settings: list[str]) -> dict:
         "phases_mean_s": {k: round(sum(m.get(k, 0.0) for m in steps_logged) / len(steps_logged), 1) for k in phases},
         "run_seconds_with_setup": round(total, 1),
         "completion_tokens_mean": [m.get("completions/mean_length") for m in steps_logged],
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mib": round(own_peak_rss_kib() / 1024),
         "servers_peak_rss_mib": round(servers.peak_mib),
     }
 
@@ -150,7 +156,7 @@ def main() -> None:
     record["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     record.setdefault("arms", {})
     for name in names:
-        # each arm in a fresh process, so its peak memory (ru_maxrss) is its own
+        # each arm in a fresh process, so its peak memory (VmHWM) is its own
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
             key = " ".join([name, *args.set])  # a variant is recorded beside the arm's plain timing
             record["arms"][key] = pool.submit(time_arm_in_child, args.config, name, args.steps, args.set).result()
