@@ -367,23 +367,19 @@ def prefetch_teacher_answers(bench: BenchConfig, name: str, seed: int) -> dict[s
 # --- the bench -------------------------------------------------------------------------------------
 
 
-def swept_arms(bench: BenchConfig) -> list[str]:
-    """The arms the learning-rate sweep trains: all but those that take another arm's rate."""
-    return list(bench.sweep_plan())
-
-
 def run_sweep(bench: BenchConfig, train: list[str], tokens_per_prompt: dict[str, int]) -> dict[str, float]:
     """Train each swept arm in `train` once per learning rate (first seed, full budget), evaluated on the validation
     prompts, and read back the finished runs of the others; write sweep.json and sweep.md; return the chosen rate of
     every arm whose runs have all finished."""
-    if not bench.swept_rates() or bench.validation is None:
+    plan = bench.sweep_plan()
+    if not plan or bench.validation is None:
         return {}
     out = Path(bench.output_dir)
     prompts = load_prompts(bench.validation.dataset, max_prompts=bench.validation.max_prompts, system_prompt=bench.base.data.system_prompt)
     step0 = evaluate_model(bench.base.student.model, bench.base, prompts, bench.validation, out / "step0_validation.json")
     runs: list[SweepRun] = []
-    for name in swept_arms(bench):
-        for rate in bench.arm_rates(name):
+    for name, rates in plan.items():
+        for rate in rates:
             if name in train:
                 result = run_arm(bench, name, bench.seeds[0], prompts, step0, tokens_per_prompt, rate, sweep=True)
             else:
@@ -393,7 +389,7 @@ def run_sweep(bench: BenchConfig, train: list[str], tokens_per_prompt: dict[str,
             runs.append(SweepRun(arm=name, learning_rate=rate, result=result))
             write_sweep(bench, runs, step0)
     write_sweep(bench, runs, step0)
-    return choose_learning_rates(runs, bench.sweep_plan())
+    return choose_learning_rates(runs, plan)
 
 
 def arm_learning_rate(bench: BenchConfig, name: str, chosen: dict[str, float]) -> float | None:
