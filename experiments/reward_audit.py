@@ -5,7 +5,8 @@ with no right rollout, which on a hard task is most of them. This reads every gr
 with the rest: the mean reward of right, wrong (complete) and cut-off rollouts, the groups where every rollout was
 wrong yet got the same top reward, and how often the judge said "yes" to a final-answer criterion for a rollout whose
 final answer was wrong, once the criterion's target had been dropped because the teacher answers disagreed on it
-(ropd's answer check is then left to the judge). No model is called.
+(ropd's answer check is then left to the judge). It also reports how often the teacher answers themselves were right:
+a rubric reward distils the teacher's answers, right or wrong. No model is called.
 
     .venv/bin/python experiments/reward_audit.py experiments/results/bench-cpu-pair
 
@@ -49,6 +50,7 @@ def audit_groups(groups: list[dict]) -> dict:
                 if not ok and not truncated[row]:
                     judge_answer_verdicts_on_wrong.append(bool(group["verdicts"][row][index]))
     yes = judge_answer_verdicts_on_wrong
+    teacher = [g["teacher_correct"] for g in scored if g.get("teacher_correct")]
     return {
         "groups": len(groups),
         "scored_groups": len(scored),
@@ -60,6 +62,8 @@ def audit_groups(groups: list[dict]) -> dict:
         "groups_with_an_ungrounded_answer_target": ungrounded_groups,
         "judge_yes_rate_on_wrong_answers_for_dropped_targets": mean_or_none([float(v) for v in yes]),
         "judge_verdicts_counted": len(yes),
+        "teacher_answers_right": mean_or_none([float(ok) for answers in teacher for ok in answers]),
+        "groups_where_most_teacher_answers_are_right": sum(sum(answers) > len(answers) / 2 for answers in teacher),
     }
 
 
@@ -79,8 +83,9 @@ def markdown(runs: dict) -> str:
         "answer, cut off = stopped at the completion limit. `experiments/reward_audit.py`.",
         "",
         "| run | groups (with spread) | rollouts right / wrong / cut off | mean reward right / wrong / cut off | "
-        "all-wrong groups rewarded 1.0 | groups with an ungrounded answer target | judge 'yes' on wrong answers there |",
-        "|---|---|---|---|---|---|---|",
+        "all-wrong groups rewarded 1.0 | groups with an ungrounded answer target | judge 'yes' on wrong answers there | "
+        "teacher answers right | groups where most teacher answers are right |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in runs.items():
         n, m = r["rollouts"], r["mean_reward"]
@@ -90,7 +95,9 @@ def markdown(runs: dict) -> str:
             f"{m['right']} / {m['wrong']} / {m['cut_off']} | {r['all_wrong_groups_rewarded_1']} | "
             f"{r['groups_with_an_ungrounded_answer_target']} | "
             + ("–" if yes is None else f"{yes:.0%} of {r['judge_verdicts_counted']}")
-            + " |"
+            + " | "
+            + ("–" if r["teacher_answers_right"] is None else f"{r['teacher_answers_right']:.0%}")
+            + f" | {r['groups_where_most_teacher_answers_are_right']} |"
         )
     return "\n".join(lines) + "\n"
 

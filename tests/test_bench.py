@@ -241,7 +241,17 @@ def test_cli_exits_2_on_a_bad_bench_config(tmp_path):
     assert "field 'base': Field required" in result.stderr and "field 'eval'" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["bench-cpu.yaml", "bench-gpu.yaml", "bench-cpu-powered.yaml"])
+def test_cli_exits_2_on_seeds_that_are_not_integers():
+    from ropd.config import PACKAGE_ROOT
+
+    config = str(PACKAGE_ROOT / "experiments" / "bench-cpu.yaml")
+    result = subprocess.run(
+        [sys.executable, "-m", "ropd.cli", "bench", "--config", config, "--seeds", "1,two"], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "--seeds '1,two': expected comma-separated integers" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["bench-cpu.yaml", "bench-gpu.yaml", "bench-cpu-powered.yaml", "bench-cpu-pair.yaml"])
 def test_shipped_bench_configs_load(name):
     from ropd.config import PACKAGE_ROOT
 
@@ -373,6 +383,16 @@ def test_sweep_chooses_each_rate_on_validation_then_runs_seeds_with_intervals_an
     trained.clear()
     again = run_bench(bench)
     assert trained == [] and again["arms"] == results["arms"] and again["differences"] == results["differences"]
+
+    # `seeds` trains only those seeds now: the sweep is read back from the config's first seed (not rerun on seed 1),
+    # and seed 0's arms are read back.
+    for record in (out / "steps").glob("*-seed1-*"):
+        record.unlink()
+    resumed = run_bench(bench, seeds=[1])
+    assert [(a["arm"], a["seed"]) for a in resumed["arms"]] == [(a["arm"], a["seed"]) for a in results["arms"]]
+    assert trained == [(f"{a}-seed1", chosen, m) for a, m in (("grpo", None), ("oracle-p20", "oracle"))]
+    with pytest.raises(ConfigError, match="seed 7 is not among the config's seeds"):
+        run_bench(bench, seeds=[7])
 
     # The bench page opens each arm's run page from the committed records.
     from ropd.report.inspect import build_report

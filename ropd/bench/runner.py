@@ -392,30 +392,28 @@ def run_sweep(bench: BenchConfig, train: list[str], tokens_per_prompt: dict[str,
     return choose_learning_rates(runs, plan)
 
 
-def arm_learning_rate(bench: BenchConfig, name: str, chosen: dict[str, float]) -> float | None:
-    """The rate an arm trains its seeds with: the sweep's choice (its own or another arm's), else the base rate.
-    Raises when the sweep has not finished for it."""
-    source = bench.arms[name].learning_rate_from or name
-    if not bench.arm_rates(source):
-        return None
-    if source not in chosen:
-        raise ConfigError(f"arm '{name}': the learning-rate sweep of '{source}' has not finished")
-    return chosen[source]
-
-
 def run_bench(
-    bench: BenchConfig, config_path: str | None = None, finished_only: bool = False, only: list[str] | None = None
+    bench: BenchConfig,
+    config_path: str | None = None,
+    finished_only: bool = False,
+    only: list[str] | None = None,
+    seeds: list[int] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the sweep and every arm, then write results.json, results.md and the plots; return the results.
 
-    `only` restricts training to these arms now (a later full run reads them back). With `finished_only`, nothing is
-    trained: the results cover the sweep runs and arms that have finished."""
+    `only` restricts training to these arms now and `seeds` to these of the config's seeds (a later full run reads
+    them back; the sweep stays on the config's first seed). With `finished_only`, nothing is trained: the results cover
+    the sweep runs and arms that have finished."""
     out = Path(bench.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.yaml").write_text(yaml.safe_dump(bench.model_dump(mode="json"), sort_keys=False))
     unknown = sorted(set(only or []) - set(bench.arms))
     if unknown:
         raise ConfigError(f"no arm named {', '.join(unknown)} (arms: {', '.join(bench.arms)})")
+    strangers = [s for s in seeds or [] if s not in bench.seeds]
+    if strangers:
+        listed = ", ".join(map(str, bench.seeds))
+        raise ConfigError(f"seed {', '.join(map(str, strangers))} is not among the config's seeds ({listed}); add it to `seeds:` first")
     selected = [name for name in bench.arms if not only or name in only]
     started = time.perf_counter()
     base = bench.base
@@ -433,11 +431,11 @@ def run_bench(
     arms: list[ArmResult] = []
     for seed in bench.seeds:  # seed-major: a budget cut short leaves every arm with the same seeds done
         for name in bench.arms:
-            source = bench.arms[name].learning_rate_from or name
+            source = bench.arms[name].learning_rate_from or name  # whose sweep chooses this arm's rate
             if bench.arm_rates(source) and source not in chosen:
-                continue  # its sweep has not finished
-            rate = arm_learning_rate(bench, name, chosen)
-            if finished_only or name not in selected:
+                continue  # that sweep has not finished
+            rate = chosen.get(source)  # None: no sweep covers it, the base rate
+            if finished_only or name not in selected or (seeds and seed not in seeds):
                 result = read_back(bench, name, seed, rate)
                 if result is None:
                     continue

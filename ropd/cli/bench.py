@@ -9,6 +9,7 @@ from ropd.cli.common import (
     err,
     out,
 )
+from ropd.config import ConfigError
 from ropd.flags import add_deprecated
 
 
@@ -22,15 +23,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ropd.bench.runner import load_bench_config, run_bench
 
     overrides: dict[str, object] = {"output_dir": args.output} if args.output else {}
-    if args.seeds:
-        overrides["seeds"] = [v.strip() for v in args.seeds.split(",") if v.strip()]  # checked by BenchConfig
     bench = load_bench_config(args.config, overrides)
     only = [v.strip() for v in args.arms.split(",") if v.strip()] if args.arms else None
-    results = run_bench(bench, config_path=args.config, finished_only=args.finished_only, only=only)
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    results = run_bench(bench, config_path=args.config, finished_only=args.finished_only, only=only, seeds=seeds)
     h = results["headline"]
     err.print(f"headline: {h['status']}" + (f", ratio {h['ratio']:.2f}x" if h["ratio"] is not None else "") + f" ({h['note']})")
     out.print(str(Path(bench.output_dir) / "results.json"), highlight=False)
     return 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    """--seeds 1,2 as integers; anything else is a usage error that names the value."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected comma-separated integers, e.g. --seeds 1,2") from None
 
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +59,10 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         help="Train only these arms now (names from the config's arms or methods), comma-separated; the others' finished "
         "results are read back, and a later full run reads these back.",
     )
-    p.add_argument("--seeds", help="Run only these seeds now, comma-separated.")
+    p.add_argument(
+        "--seeds",
+        help="Train only these of the config's seeds now, comma-separated; the others' finished results are read back "
+        "(the learning-rate sweep stays on the config's first seed).",
+    )
     p.add_argument("--finished-only", action="store_true", help="Train nothing: write the results files from the arms that have finished.")
     p.set_defaults(func=cmd_bench)
