@@ -249,6 +249,11 @@ def test_cli_exits_2_on_seeds_that_are_not_integers():
         [sys.executable, "-m", "ropd.cli", "bench", "--config", config, "--seeds", "1,two"], capture_output=True, text=True
     )
     assert result.returncode == 2 and "--seeds '1,two': expected comma-separated integers" in result.stderr
+    from ropd.cli.bench import parse_seeds
+
+    assert parse_seeds("2, 0") == [2, 0]
+    with pytest.raises(ConfigError, match="expected comma-separated integers"):
+        parse_seeds(" , ")
 
 
 @pytest.mark.parametrize("name", ["bench-cpu.yaml", "bench-gpu.yaml", "bench-cpu-powered.yaml", "bench-cpu-pair.yaml"])

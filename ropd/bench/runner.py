@@ -404,9 +404,6 @@ def run_bench(
     `only` restricts training to these arms now and `seeds` to these of the config's seeds (a later full run reads
     them back; the sweep stays on the config's first seed). With `finished_only`, nothing is trained: the results cover
     the sweep runs and arms that have finished."""
-    out = Path(bench.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.yaml").write_text(yaml.safe_dump(bench.model_dump(mode="json"), sort_keys=False))
     unknown = sorted(set(only or []) - set(bench.arms))
     if unknown:
         raise ConfigError(f"no arm named {', '.join(unknown)} (arms: {', '.join(bench.arms)})")
@@ -414,6 +411,9 @@ def run_bench(
     if strangers:
         listed = ", ".join(map(str, bench.seeds))
         raise ConfigError(f"seed {', '.join(map(str, strangers))} is not among the config's seeds ({listed}); add it to `seeds:` first")
+    out = Path(bench.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.yaml").write_text(yaml.safe_dump(bench.model_dump(mode="json"), sort_keys=False))
     selected = [name for name in bench.arms if not only or name in only]
     started = time.perf_counter()
     base = bench.base

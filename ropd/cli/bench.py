@@ -36,9 +36,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def parse_seeds(text: str) -> list[int]:
     """--seeds 1,2 as integers; anything else is a usage error that names the value."""
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        seeds = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"--seeds {text!r}: expected comma-separated integers, e.g. --seeds 1,2") from None
+        seeds = []
+    if not seeds:
+        raise ConfigError(f"--seeds {text!r}: expected comma-separated integers, e.g. --seeds 1,2")
+    return seeds
 
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
