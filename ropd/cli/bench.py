@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ropd.cli.common import (
+    comma_list,
     err,
     out,
 )
@@ -24,7 +25,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     overrides: dict[str, object] = {"output_dir": args.output} if args.output else {}
     bench = load_bench_config(args.config, overrides)
-    only = [v.strip() for v in args.arms.split(",") if v.strip()] if args.arms else None
+    only = comma_list(args.arms) if args.arms else None
     seeds = parse_seeds(args.seeds) if args.seeds else None
     results = run_bench(bench, config_path=args.config, finished_only=args.finished_only, only=only, seeds=seeds)
     h = results["headline"]
@@ -36,7 +37,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def parse_seeds(text: str) -> list[int]:
     """--seeds 1,2 as integers; anything else is a usage error that names the value."""
     try:
-        seeds = [int(v) for v in text.split(",") if v.strip()]
+        seeds = [int(v) for v in comma_list(text)]
     except ValueError:
         seeds = []
     if not seeds:

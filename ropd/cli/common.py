@@ -125,6 +125,11 @@ def check_writable(path: Path) -> None:
         raise ConfigError(f"--output {path}: not a writable file path")
 
 
+def comma_list(text: str) -> list[str]:
+    """A flag's comma-separated values, stripped, empty ones left out."""
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
 def at_least_one(value: str) -> int:
     number = int(value)
     if number < 1:

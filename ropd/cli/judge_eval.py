@@ -11,6 +11,7 @@ from rich.table import Table
 from ropd.cli.common import (
     at_least_one,
     check_writable,
+    comma_list,
     err,
     fail,
     print_json,
@@ -49,7 +50,7 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides_from_args(args))
     endpoint = config.judge_endpoint()
     judge = config.judge.model_copy(update={"model": endpoint.model, "base_url": endpoint.base_url, "api_key_env": endpoint.api_key_env})
-    modes = [m.strip() for m in (args.mode or judge.mode).split(",") if m.strip()]
+    modes = comma_list(args.mode or judge.mode)
     if bad := [m for m in modes if m not in MODES]:
         raise ConfigError(f"--mode: unknown mode(s) {', '.join(bad)}; choose from {', '.join(MODES)}")
     if not args.labelled and not args.dataset:
