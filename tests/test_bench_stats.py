@@ -45,9 +45,21 @@ def test_pairing_cancels_prompt_difficulty_that_both_arms_share():
 
 def test_step0_has_one_row_that_pairs_with_every_seed():
     trained = arm({0: 0.2, 1: 0.2, 2: 0.2}, rng_seed=3)
-    step0 = {0: [0.0] * 200}
+    step0 = [0.0] * 200
     diff = paired_difference(trained, step0)
     assert diff.seeds == 3 and diff.excludes_zero and diff.mean == pytest.approx(bootstrap_mean(trained).mean)
+
+
+def test_step0_pairs_with_an_arm_whose_only_finished_seed_is_not_seed_0():
+    """`ropd bench --seeds 1` can finish seed 1 before seed 0: its difference from step 0 is still defined."""
+    late = arm({1: 0.2}, rng_seed=4)
+    diff = paired_difference(late, [0.0] * 200)
+    assert diff.seeds == 1 and diff.mean == pytest.approx(bootstrap_mean(late).mean)
+
+
+def test_two_arms_with_one_seed_each_are_not_paired_across_seeds():
+    with pytest.raises(ValueError, match="no seed in common"):
+        paired_difference(arm({1: 0}), arm({0: 0}))
 
 
 def test_arms_on_different_prompts_or_seeds_are_refused():

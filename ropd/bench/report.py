@@ -215,7 +215,7 @@ def paired_differences(bench: BenchConfig, by_arm: dict[str, list[ArmResult]], s
     for name, arms in by_arm.items():
         if arms[0].method == "ropd":
             pairs += [(name, other) for other, group in by_arm.items() if group[0].method != "ropd"]
-    baseline = {0: step0["scores"]} if step0.get("scores") else None
+    baseline = step0.get("scores") or None  # one row: pairs with whichever seeds the other arm has
     out = []
     for a, b in pairs:
         left, right = finals[a], baseline if b == STEP0 else finals[b]

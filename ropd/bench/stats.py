@@ -58,11 +58,11 @@ def bootstrap_mean(rows: dict[int, list[float]], samples: int = 2000, seed: int 
     return _bootstrap(_matrix(rows)[1], samples, seed)
 
 
-def paired_difference(a: dict[int, list[float]], b: dict[int, list[float]], samples: int = 2000, seed: int = 0) -> Interval:
-    """Mean of a - b on the same prompts, paired by seed (a single-row `b`, such as step 0, pairs with every seed of a)."""
-    if len(b) == 1 and len(a) > 1:
-        only = next(iter(b.values()))
-        b = {s: only for s in a}
+def paired_difference(a: dict[int, list[float]], b: dict[int, list[float]] | list[float], samples: int = 2000, seed: int = 0) -> Interval:
+    """Mean of a - b on the same prompts, paired by seed. `b` as one row (a list, such as step 0's scores) pairs with
+    every seed of `a`, whichever seeds those are; as a dict it pairs seed by seed."""
+    if isinstance(b, list):
+        b = {s: b for s in a}
     common = sorted(set(a) & set(b))
     if not common:
         raise ValueError("no seed in common: a paired difference needs the same seeds in both arms")
