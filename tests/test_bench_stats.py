@@ -57,7 +57,10 @@ def test_step0_pairs_with_an_arm_whose_only_finished_seed_is_not_seed_0():
     assert diff.seeds == 1 and diff.mean == pytest.approx(bootstrap_mean(late).mean)
 
 
-def test_two_arms_with_one_seed_each_are_not_paired_across_seeds():
+def test_an_arm_is_paired_with_another_arm_only_on_the_seeds_both_have():
+    """Only step 0 (a plain row) is broadcast: an arm with one finished seed is not compared with other seeds' runs."""
+    diff = paired_difference(arm({0: 0, 1: 0, 2: 0}), arm({0: 0}))
+    assert diff.seeds == 1
     with pytest.raises(ValueError, match="no seed in common"):
         paired_difference(arm({1: 0}), arm({0: 0}))
 
